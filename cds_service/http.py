@@ -1,0 +1,66 @@
+"""HTTP edges shared by the blueprints: JSON bodies, CORS, and the one error handler."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .errors import BadRequest, CdsError, UnsupportedMediaType, operation_outcome
+
+log = logging.getLogger(__name__)
+
+_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "not-supported"}
+
+
+def json_body() -> Any:
+    mimetype = request.mimetype or ""
+    if mimetype not in ("application/json", "application/fhir+json"):
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not '{mimetype[:64] or 'none'}'"
+        )
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Body is not valid JSON: {str(exc)[:120]}", expression="$") from None
+
+
+def _error_response(status: int, outcome: dict[str, Any]) -> Response:
+    response = jsonify(outcome)
+    response.status_code = status
+    response.mimetype = "application/fhir+json"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    allow_origin = app.extensions["knee_cds"].settings.cors_allow_origin
+
+    @app.errorhandler(CdsError)
+    def handle_cds_error(exc: CdsError) -> Response:
+        return _error_response(exc.status, exc.to_operation_outcome())
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        return _error_response(status, operation_outcome(_ISSUE_CODES.get(status, "processing"), exc.name))
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception) -> Response:
+        # Log the trace for operators; the client gets no internals.
+        log.exception("unhandled error")
+        return _error_response(500, operation_outcome("exception", "Internal error; see the service log"))
+
+    @app.after_request
+    def add_cors(response: Response) -> Response:
+        response.headers["Access-Control-Allow-Origin"] = allow_origin
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Max-Age"] = "86400"
+        if allow_origin != "*":
+            response.headers.add("Vary", "Origin")
+        return response

@@ -1,0 +1,90 @@
+"""Every setting of the service in one typed place.
+
+Each field carries its environment variable and a one-line description; the README's settings
+table is checked against this list by a test, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def _setting(default, env: str, description: str):
+    return field(default=default, metadata={"env": env, "description": description})
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = _setting(
+        "sqlite:///instance/feedback.sqlite3",
+        "DATABASE_URL",
+        "SQLAlchemy URL of the feedback store (SQLite file by default; postgresql+psycopg://… for PostgreSQL).",
+    )
+    fhir_deadline_seconds: float = _setting(
+        2.0,
+        "KNEE_CDS_FHIR_DEADLINE_SECONDS",
+        "Total time budget for all FHIR server fetches of one hook call (not per request).",
+    )
+    fhir_max_pages: int = _setting(
+        20, "KNEE_CDS_FHIR_MAX_PAGES", "Most searchset pages followed for one prefetch key."
+    )
+    now: str | None = _setting(
+        None,
+        "KNEE_CDS_NOW",
+        "Fixed 'today' (ISO date or dateTime) for reproducible demos and tests; unset = the real clock.",
+    )
+    cors_allow_origin: str = _setting(
+        "*", "KNEE_CDS_CORS_ALLOW_ORIGIN", "Value of Access-Control-Allow-Origin for browser clients."
+    )
+    cards_dir: str | None = _setting(
+        None,
+        "KNEE_CDS_CARDS_DIR",
+        "Folder of card definitions and value sets; unset = the copy shipped with the package.",
+    )
+    log_level: str = _setting("INFO", "KNEE_CDS_LOG_LEVEL", "Python logging level of the service.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            if kind.startswith("float"):
+                values[f.name] = float(raw)
+            elif kind.startswith("int"):
+                values[f.name] = int(raw)
+            else:
+                values[f.name] = raw
+        values.update(overrides)
+        return cls(**values)
+
+    def fixed_now(self) -> datetime | None:
+        if not self.now:
+            return None
+        return parse_instant(self.now)
+
+    def sqlite_path(self) -> Path | None:
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix):
+            return Path(self.database_url[len(prefix):])
+        return None
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO date or dateTime as an aware datetime (a bare date is midday UTC of that day)."""
+    if len(text) == 10:
+        return datetime.fromisoformat(text).replace(hour=12, tzinfo=UTC)
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(environment variable, default, description) for every setting: the README table."""
+    return [(f.metadata["env"], repr(f.default), f.metadata["description"]) for f in fields(Settings)]

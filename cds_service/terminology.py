@@ -1,0 +1,98 @@
+"""Code matching against the value sets in ``cards/valuesets.json``.
+
+No terminology server is reachable, so there is no subsumption: SNOMED and LOINC match by explicit
+code lists, ICD-10-CM by prefix (dots ignored), and ``code.text`` by patterns that understand a
+preceding negation ("denies knee pain", "no calf swelling").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+LOINC = "http://loinc.org"
+CPT = "http://www.ama-assn.org/go/cpt"
+PKP_FINDING = "http://example.org/fhir/CodeSystem/pkp-finding"
+
+# A negation cue earlier in the same clause cancels a text match.
+_NEGATION = re.compile(r"\b(no|not|denies|denied|without|negative for|absence of|free of|nil)\b", re.I)
+_CLAUSE_BREAK = re.compile(r"[.;,:\n]|\bbut\b", re.I)
+
+
+def _icd_key(code: str) -> str:
+    return code.replace(".", "").upper()
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    name: str
+    codes: dict[str, frozenset[str]]
+    prefixes: dict[str, tuple[str, ...]]
+    text_patterns: tuple[re.Pattern[str], ...]
+
+    @classmethod
+    def from_json(cls, name: str, spec: dict[str, Any]) -> ValueSet:
+        codes: dict[str, set[str]] = {}
+        prefixes: dict[str, list[str]] = {}
+        for include in spec["include"]:
+            system = include["system"]
+            norm = _icd_key if system == ICD10CM else (lambda c: c)
+            codes.setdefault(system, set()).update(norm(c) for c in include.get("codes", []))
+            prefixes.setdefault(system, []).extend(norm(p) for p in include.get("prefixes", []))
+        patterns = tuple(re.compile(rf"\b(?:{p})", re.I) for p in spec.get("text", []))
+        return cls(
+            name,
+            {k: frozenset(v) for k, v in codes.items()},
+            {k: tuple(v) for k, v in prefixes.items()},
+            patterns,
+        )
+
+    def has_code(self, system: str | None, code: str | None) -> bool:
+        if not system or not code:
+            return False
+        key = _icd_key(code) if system == ICD10CM else code
+        if key in self.codes.get(system, ()):
+            return True
+        return any(key.startswith(p) for p in self.prefixes.get(system, ()))
+
+    def matching_coding(self, concept: Any) -> Any | None:
+        for coding in getattr(concept, "coding", None) or []:
+            if self.has_code(coding.system, coding.code):
+                return coding
+        return None
+
+    def matches_text(self, text: str | None) -> bool:
+        return bool(text) and any(affirmed(text, p) for p in self.text_patterns)
+
+    def matches(self, concept: Any) -> bool:
+        """Coded match first; ``code.text`` only as a fallback."""
+        if concept is None:
+            return False
+        if self.matching_coding(concept) is not None:
+            return True
+        texts = [getattr(concept, "text", None)]
+        texts += [c.display for c in getattr(concept, "coding", None) or []]
+        return any(self.matches_text(t) for t in texts)
+
+
+def affirmed(text: str, pattern: re.Pattern[str]) -> bool:
+    """True if the pattern occurs in the text at least once without a negation before it."""
+    for match in pattern.finditer(text):
+        clause_start = 0
+        for brk in _CLAUSE_BREAK.finditer(text, 0, match.start()):
+            clause_start = brk.end()
+        if not _NEGATION.search(text, clause_start, match.start()):
+            return True
+    return False
+
+
+def load_value_sets(spec: dict[str, Any]) -> dict[str, ValueSet]:
+    return {name: ValueSet.from_json(name, body) for name, body in spec.items()}
+
+
+def any_matches(value_set: ValueSet, concepts: Iterable[Any]) -> bool:
+    return any(value_set.matches(c) for c in concepts)
