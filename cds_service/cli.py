@@ -1,0 +1,172 @@
+"""knee-cds: run the decision pipeline on sample FHIR bundles, without a server.
+
+    knee-cds evaluate fhir_examples/chronic-posterior-knee-pain.json [--hook patient-view] [--json] [--now DATE]
+    knee-cds validate fhir_examples/chronic-posterior-knee-pain.json
+    knee-cds request  fhir_examples/chronic-posterior-knee-pain.json --hook order-select   (a curl-ready body)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .knowledge import load_knowledge
+from .parse import parse_record
+from .pipeline import decide
+from .registry import SERVICES
+from .settings import Settings, parse_instant
+
+HOOK_SERVICES = {s.hook: s for s in SERVICES}
+_PREFETCH_TYPES = {
+    "patient": "Patient",
+    "conditions": "Condition",
+    "observations": "Observation",
+    "procedures": "Procedure",
+    "medications": "MedicationRequest",
+    "encounters": "Encounter",
+    "reports": "DiagnosticReport",
+}
+
+
+def _load(path: str) -> dict[str, Any]:
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"knee-cds: cannot read {path}: {exc}") from None
+    if not isinstance(document, dict):
+        raise SystemExit(f"knee-cds: {path} is not a JSON object")
+    return document
+
+
+def bundle_resources(document: dict[str, Any]) -> list[dict[str, Any]]:
+    if document.get("resourceType") != "Bundle":
+        raise SystemExit("knee-cds: expected a FHIR Bundle")
+    return [e["resource"] for e in document.get("entry") or [] if isinstance(e, dict) and "resource" in e]
+
+
+def split_bundle(resources: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """(patient data, draft orders, patient id) from a sample bundle."""
+    drafts = [r for r in resources if r.get("resourceType") == "ServiceRequest" and r.get("status") == "draft"]
+    data = [r for r in resources if r not in drafts]
+    patient = next((r for r in data if r.get("resourceType") == "Patient"), None)
+    patient_id = patient.get("id") if patient else "unknown"
+    return data, drafts, patient_id or "unknown"
+
+
+def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str | None = None) -> dict[str, Any]:
+    data, drafts, patient_id = split_bundle(resources)
+    context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": patient_id}
+    if hook in ("order-select", "order-sign"):
+        context["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": d} for d in drafts]}
+    if hook == "order-select":
+        context["selections"] = [f"ServiceRequest/{d['id']}" for d in drafts]
+    prefetch: dict[str, Any] = {}
+    for key, rtype in _PREFETCH_TYPES.items():
+        matching = [r for r in data if r.get("resourceType") == rtype]
+        if key == "patient":
+            prefetch[key] = matching[0] if matching else None
+        else:
+            prefetch[key] = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(matching),
+                "entry": [{"resource": r} for r in matching],
+            }
+    body: dict[str, Any] = {"hook": hook, "hookInstance": str(uuid.uuid4())}
+    if fhir_server:
+        body["fhirServer"] = fhir_server
+    body["context"] = context
+    body["prefetch"] = prefetch
+    return body
+
+
+def render_cards(response: dict[str, Any]) -> str:
+    cards = response["cards"]
+    if not cards:
+        return "No cards.\n"
+    out = []
+    for card in cards:
+        topic = card["source"]["topic"]["code"]
+        out.append(f"[{card['indicator'].upper()}] {topic}: {card['summary']}")
+        out.append(textwrap.indent(card.get("detail", ""), "    "))
+        out.append(f"    Source: {card['source']['label']}" + (f" <{card['source']['url']}>" if "url" in card["source"]
+                                                                   else ""))
+        for suggestion in card.get("suggestions", []):
+            out.append(f"    Suggestion: {suggestion['label']}")
+        if "extension" in card:
+            out.append(f"    Extension: {json.dumps(card['extension'])}")
+        out.append("")
+    quality = response.get("extension", {}).get("pkp-data-quality", {})
+    for item in quality.get("leftOut", []):
+        out.append(f"Left out {item['reference']}: {item['reason']}")
+    return "\n".join(out) + "\n"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    document = _load(args.file)
+    if "hook" in document and "context" in document:  # a CDS Hooks request body
+        hook = document["hook"]
+        context = document["context"]
+        data = []
+        for value in (document.get("prefetch") or {}).values():
+            if isinstance(value, dict):
+                data += bundle_resources(value) if value.get("resourceType") == "Bundle" else [value]
+    else:
+        hook = args.hook
+        request = build_request(bundle_resources(document), hook)
+        context = request["context"]
+        data = split_bundle(bundle_resources(document))[0]
+    now = parse_instant(args.now) if args.now else (settings.fixed_now() or datetime.now(UTC))
+    decision = decide(hook, context, data, load_knowledge(settings.cards_dir), now.date())
+    response = decision.response()
+    sys.stdout.write(json.dumps(response, indent=2) + "\n" if args.json else render_cards(response))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    resources = bundle_resources(_load(args.file))
+    record = parse_record(resources)
+    checked = sum(len(v) for v in record.resources.values())
+    for item in record.rejected:
+        print(f"INVALID {item.reference}: {item.reason}")
+    print(f"{checked} resource(s) valid, {len(record.rejected)} invalid, "
+          f"{len(resources) - checked - len(record.rejected)} not read by the rules")
+    return 1 if record.rejected else 0
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    body = build_request(bundle_resources(_load(args.file)), args.hook, args.fhir_server)
+    sys.stdout.write(json.dumps(body, indent=2) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="knee-cds", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    evaluate = sub.add_parser("evaluate", help="print the cards the service gives for a bundle or request")
+    evaluate.add_argument("file")
+    evaluate.add_argument("--hook", choices=sorted(HOOK_SERVICES), default="patient-view")
+    evaluate.add_argument("--json", action="store_true", help="print the CDS Hooks response as JSON")
+    evaluate.add_argument("--now", help="today's date (ISO), for reproducible output")
+    evaluate.set_defaults(func=cmd_evaluate)
+    validate = sub.add_parser("validate", help="check every resource of a bundle against FHIR R4")
+    validate.add_argument("file")
+    validate.set_defaults(func=cmd_validate)
+    request = sub.add_parser("request", help="print a CDS Hooks request body built from a bundle")
+    request.add_argument("file")
+    request.add_argument("--hook", choices=sorted(HOOK_SERVICES), default="patient-view")
+    request.add_argument("--fhir-server", help="fhirServer to name in the request")
+    request.set_defaults(func=cmd_request)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Shared fixtures: apps built with explicit settings, sample bundles, and the real services
+(Node FHIR server, PostgreSQL) the boundary tests need."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cds_service import Settings, create_app
+from cds_service.cli import build_request, bundle_resources
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "fhir_examples"
+SHARED = ROOT.parent / "shared"
+ARTIFACTS = SHARED / "cds-hooks-artifacts"
+FHIR_SERVER_DIR = ROOT / "tests" / "fhir_server"
+POSTGRES_URL = os.environ.get("KNEE_CDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = bool(os.environ.get("CI"))
+
+
+def unavailable(reason: str) -> None:
+    """Skip with a visible reason on a developer machine; fail in CI, where the part must exist."""
+    if IN_CI:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path / 'feedback.sqlite3'}", now="2026-11-20")
+
+
+@pytest.fixture
+def app(settings: Settings):
+    application = create_app(settings)
+    yield application
+    application.extensions["knee_cds"].store.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def manifest() -> dict[str, Any]:
+    return load_json(EXAMPLES / "manifest.json")
+
+
+def example_request(name: str, hook: str, fhir_server: str | None = None) -> dict[str, Any]:
+    return build_request(bundle_resources(load_json(EXAMPLES / name)), hook, fhir_server)
+
+
+def service_for(hook: str) -> str:
+    return {"patient-view": "posterior-knee-pain", "order-select": "knee-imaging-select",
+            "order-sign": "knee-imaging-sign"}[hook]
+
+
+class FhirTestServer:
+    """Handle on the Medplum-based FHIR server (tests/fhir_server/server.mjs)."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.http = httpx.Client(base_url=base, timeout=10)
+
+    def reset(self) -> None:
+        self.http.post("/_test/reset").raise_for_status()
+
+    def load(self, resources: list[dict[str, Any]]) -> None:
+        self.http.post("/_test/load", json=resources).raise_for_status()
+
+    def configure(self, **config: Any) -> None:
+        self.http.post("/_test/config", json=config).raise_for_status()
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.http.get("/_test/requests").json()
+
+
+@pytest.fixture(scope="session")
+def fhir_server_process():
+    node = shutil.which("node")
+    if node is None:
+        unavailable("Node.js is not installed: the real-FHIR-server tests need it")
+    if not (FHIR_SERVER_DIR / "node_modules" / "@medplum" / "fhir-router").is_dir():
+        unavailable("tests/fhir_server has no node_modules: run `make test` (it runs npm ci)")
+    process = subprocess.Popen(
+        [node, "server.mjs", "0"], cwd=FHIR_SERVER_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    line = process.stdout.readline()
+    if not line:
+        process.kill()
+        pytest.fail(f"FHIR test server did not start: {process.stderr.read()[:2000]}")
+    port = json.loads(line)["port"]
+    yield FhirTestServer(f"http://127.0.0.1:{port}")
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def fhir_server(fhir_server_process: FhirTestServer) -> FhirTestServer:
+    fhir_server_process.reset()
+    return fhir_server_process
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "no PostgreSQL here"
+        unavailable(f"PostgreSQL is not reachable at {POSTGRES_URL}: {type(exc).__name__}")
+    finally:
+        engine.dispose()
+    return POSTGRES_URL
+
+
+def wait_for_http(url: str, seconds: float = 60.0) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.HTTPError as exc:
+            last = exc
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {seconds}s: {last}")

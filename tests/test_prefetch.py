@@ -1,0 +1,190 @@
+"""Prefetch handling per CDS Hooks 2.0, with a recording transport standing in for the FHIR server.
+
+(The same paths against a real FHIR server are in test_fhir_server.py.)
+"""
+
+from __future__ import annotations
+
+import copy
+
+import httpx
+import pytest
+
+from cds_service import create_app
+
+from .conftest import example_request
+
+FHIR = "https://ehr.example.org/fhir"
+TOKEN = "opaque-token-123"
+
+
+class RecordingFhir:
+    """Answers searches from a sample bundle's data and records what was asked."""
+
+    def __init__(self, body: dict):
+        self.calls: list[httpx.Request] = []
+        self.data = body["prefetch"]
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request)
+        rtype = request.url.path.rsplit("/fhir/", 1)[1].split("/")[0]
+        if "/" in request.url.path.rsplit("/fhir/", 1)[1]:
+            return httpx.Response(200, json=self.data["patient"])
+        key = {"Condition": "conditions", "Observation": "observations", "Procedure": "procedures",
+               "MedicationRequest": "medications", "Encounter": "encounters",
+               "DiagnosticReport": "reports"}[rtype]
+        return httpx.Response(200, json=self.data[key])
+
+    def fetched(self) -> set[str]:
+        return {r.url.path.rsplit("/fhir/", 1)[1].split("/")[0] for r in self.calls}
+
+
+def _call(settings, body, transport):
+    app = create_app(settings, fhir_transport=httpx.MockTransport(transport))
+    return app.test_client().post("/cds-services/knee-imaging-select", json=body)
+
+
+@pytest.fixture
+def full_body() -> dict:
+    body = example_request("chronic-posterior-knee-pain.json", "order-select", FHIR)
+    body["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
+                                 "scope": "user/*.read", "subject": "knee-cds"}
+    return body
+
+
+def _topics(response) -> list[str]:
+    return [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+
+
+def test_full_prefetch_makes_no_fhir_call(settings, full_body):
+    fhir = RecordingFhir(full_body)
+    response = _call(settings, full_body, fhir)
+    assert response.status_code == 200
+    assert fhir.calls == []
+    assert _topics(response) == ["imaging-appropriateness"]
+
+
+def test_absent_keys_are_fetched_with_the_bearer_token(settings, full_body):
+    fhir = RecordingFhir(copy.deepcopy(full_body))
+    full_body.pop("prefetch")
+    response = _call(settings, full_body, fhir)
+    assert response.status_code == 200
+    assert fhir.fetched() == {"Patient", "Condition", "Observation", "Procedure", "MedicationRequest",
+                              "Encounter", "DiagnosticReport"}
+    assert {r.headers["Authorization"] for r in fhir.calls} == {f"Bearer {TOKEN}"}
+    assert any(r.url.params.get("patient") == "pkp-chronic-01" for r in fhir.calls)
+    # Same decision as with full prefetch: the fetched data were used.
+    assert _topics(response) == ["imaging-appropriateness"]
+
+
+def test_partial_prefetch_fetches_only_the_missing_keys(settings, full_body):
+    fhir = RecordingFhir(copy.deepcopy(full_body))
+    del full_body["prefetch"]["procedures"]
+    del full_body["prefetch"]["observations"]
+    response = _call(settings, full_body, fhir)
+    assert response.status_code == 200
+    assert fhir.fetched() == {"Procedure", "Observation"}
+
+
+def test_a_null_prefetch_value_means_known_empty_and_is_not_fetched(settings, full_body):
+    fhir = RecordingFhir(copy.deepcopy(full_body))
+    full_body["prefetch"]["procedures"] = None
+    full_body["prefetch"]["medications"] = None
+    response = _call(settings, full_body, fhir)
+    assert response.status_code == 200
+    assert fhir.calls == []
+    assert "extension" not in response.get_json()
+
+
+def test_operation_outcome_for_required_data_is_412_without_refetching(settings, full_body):
+    fhir = RecordingFhir(copy.deepcopy(full_body))
+    full_body["prefetch"]["conditions"] = {"resourceType": "OperationOutcome",
+                                           "issue": [{"severity": "error", "code": "timeout"}]}
+    response = _call(settings, full_body, fhir)
+    assert response.status_code == 412
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.conditions"]
+    assert fhir.calls == []
+
+
+def test_operation_outcome_for_optional_data_goes_on_and_says_so(settings, full_body):
+    fhir = RecordingFhir(copy.deepcopy(full_body))
+    full_body["prefetch"]["procedures"] = {"resourceType": "OperationOutcome",
+                                           "issue": [{"severity": "error", "code": "forbidden"}]}
+    response = _call(settings, full_body, fhir)
+    assert response.status_code == 200
+    assert fhir.calls == []
+    missing = response.get_json()["extension"]["pkp-data-quality"]["missing"]
+    assert [m["key"] for m in missing] == ["procedures"]
+
+
+def test_missing_required_data_without_a_fhir_server_is_412(client, full_body):
+    full_body.pop("fhirServer")
+    full_body.pop("fhirAuthorization")
+    del full_body["prefetch"]["observations"]
+    response = client.post("/cds-services/knee-imaging-select", json=full_body)
+    assert response.status_code == 412
+    assert "observations" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_missing_optional_data_without_a_fhir_server_goes_on(client, full_body):
+    full_body.pop("fhirServer")
+    full_body.pop("fhirAuthorization")
+    del full_body["prefetch"]["encounters"]
+    response = client.post("/cds-services/knee-imaging-select", json=full_body)
+    assert response.status_code == 200
+    assert response.get_json()["extension"]["pkp-data-quality"]["missing"][0]["key"] == "encounters"
+
+
+def test_a_fhir_server_error_on_required_data_is_412(settings, full_body):
+    full_body["prefetch"].pop("conditions")
+    response = _call(settings, full_body, lambda request: httpx.Response(503))
+    assert response.status_code == 412
+    assert "HTTP 503" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_a_fhir_timeout_on_required_data_is_412(settings, full_body):
+    def timeout(request):
+        raise httpx.ReadTimeout("slow", request=request)
+
+    full_body["prefetch"].pop("observations")
+    response = _call(settings, full_body, timeout)
+    assert response.status_code == 412
+    assert "timed out" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_a_prefetched_bundle_with_more_pages_is_completed_from_the_server(settings, full_body):
+    conditions = full_body["prefetch"]["conditions"]
+    second_page = {"resourceType": "Bundle", "type": "searchset", "entry": conditions["entry"]}
+    conditions["entry"] = []
+    conditions["link"] = [{"relation": "next", "url": f"{FHIR}/Condition?patient=pkp-chronic-01&_page=2"}]
+    calls = []
+
+    def pages(request):
+        calls.append(str(request.url))
+        return httpx.Response(200, json=second_page)
+
+    response = _call(settings, full_body, pages)
+    assert response.status_code == 200
+    assert calls == [f"{FHIR}/Condition?patient=pkp-chronic-01&_page=2"]
+    assert [c["source"]["topic"]["code"] for c in response.get_json()["cards"]] == ["imaging-appropriateness"]
+
+
+def test_a_next_link_to_another_host_is_not_followed_with_the_token(settings, full_body):
+    full_body["prefetch"]["conditions"]["link"] = [{"relation": "next", "url": "https://evil.example.com/Condition"}]
+    calls = []
+    response = _call(settings, full_body, lambda r: calls.append(r) or httpx.Response(200, json={}))
+    assert calls == []
+    assert response.status_code == 412
+
+
+def test_prefetched_patient_of_another_patient_is_rejected(client, full_body):
+    full_body["prefetch"]["patient"]["id"] = "someone-else"
+    response = client.post("/cds-services/knee-imaging-select", json=full_body)
+    assert response.status_code == 400
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.patient.id"]
+
+
+def test_a_read_of_a_missing_patient_is_known_empty_not_an_error(settings, full_body):
+    full_body["prefetch"].pop("patient")
+    response = _call(settings, full_body, lambda request: httpx.Response(404))
+    assert response.status_code == 200
