@@ -115,12 +115,14 @@ class FeedbackStore:
                 "outcome_timestamp": item["outcomeTimestamp"],
                 "received_at": received_at,
             }
-        statement = self._insert().values(list(rows.values())).on_conflict_do_nothing(
-            index_elements=["dedup_key"]
+        statement = (
+            self._insert()
+            .values(list(rows.values()))
+            .on_conflict_do_nothing(index_elements=["dedup_key"])
+            .returning(feedback_table.c.dedup_key)  # only the rows actually inserted come back
         )
         with self.engine.begin() as connection:
-            inserted = connection.execute(statement).rowcount
-        inserted = max(inserted, 0)
+            inserted = len(connection.execute(statement).fetchall())
         return inserted, len(items) - inserted
 
     def count(self, service_id: str | None = None) -> int:

@@ -1,0 +1,111 @@
+"""Each sample bundle gives the cards its manifest promises, over HTTP and through the CLI, and every
+response keeps the CDS Hooks 2.0 and card-contract shape."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+
+from cds_service import Settings, create_app
+from cds_service.cli import main as cli_main
+from cds_service.validation import make_validator
+
+from .conftest import EXAMPLES, example_request, load_json, service_for
+
+MANIFEST = load_json(EXAMPLES / "manifest.json")
+CASES = [(name, hook, spec["today"], expected)
+         for name, spec in MANIFEST.items() for hook, expected in spec["expect"].items()]
+IDS = [f"{name}:{hook}" for name, hook, _, _ in CASES]
+RESPONSE_SCHEMA = make_validator("response.schema.json")
+
+
+def _summary(cards: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"topic": c["source"]["topic"]["code"], "indicator": c["indicator"]} for c in cards]
+
+
+def _post(tmp_path, name: str, hook: str, today: str) -> dict[str, Any]:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'f.db'}", now=today))
+    response = app.test_client().post(f"/cds-services/{service_for(hook)}", json=example_request(name, hook))
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def test_every_example_bundle_is_in_the_manifest():
+    bundles = {p.name for p in EXAMPLES.glob("*.json") if p.name != "manifest.json"}
+    assert bundles == set(MANIFEST)
+
+
+@pytest.mark.parametrize(("name", "hook", "today", "expected"), CASES, ids=IDS)
+def test_http_response_matches_the_manifest(tmp_path, name, hook, today, expected):
+    assert _summary(_post(tmp_path, name, hook, today)["cards"]) == expected["cards"]
+
+
+@pytest.mark.parametrize(("name", "hook", "today", "expected"), CASES, ids=IDS)
+def test_cli_prints_the_same_cards(capsys, name, hook, today, expected):
+    assert cli_main(["evaluate", str(EXAMPLES / name), "--hook", hook, "--now", today, "--json"]) == 0
+    assert _summary(json.loads(capsys.readouterr().out)["cards"]) == expected["cards"]
+
+
+def _walk(value: Any, path: str = "$"):
+    yield path, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize(("name", "hook", "today", "expected"), CASES, ids=IDS)
+def test_response_is_valid_cds_hooks_with_no_empty_values(tmp_path, name, hook, today, expected):
+    body = _post(tmp_path, name, hook, today)
+    errors = [e.message for e in RESPONSE_SCHEMA.iter_errors(body)]
+    assert not errors
+    for path, value in _walk(body):
+        assert value is not None, f"null at {path}"
+        assert value not in ("", [], {}) or path == "$.cards", f"empty value at {path}"
+    uuids = [c["uuid"] for c in body["cards"]] + [s["uuid"] for c in body["cards"] for s in c.get("suggestions", [])]
+    assert len(uuids) == len(set(uuids))
+    for value in uuids:
+        uuid.UUID(value)
+
+
+@pytest.mark.parametrize(("name", "hook", "today", "expected"), CASES, ids=IDS)
+def test_every_fhir_resource_in_a_suggestion_is_valid_r4(tmp_path, name, hook, today, expected):
+    body = _post(tmp_path, name, hook, today)
+    for card in body["cards"]:
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion["actions"]:
+                if "resource" in action:
+                    resource = action["resource"]
+                    get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+
+
+def test_the_mri_card_replaces_the_draft_with_an_orderable_xray(tmp_path):
+    body = _post(tmp_path, "chronic-posterior-knee-pain.json", "order-sign", "2026-11-20")
+    card = body["cards"][0]
+    assert card["selectionBehavior"] == "at-most-one" and card["overrideReasons"]
+    actions = card["suggestions"][0]["actions"]
+    assert actions[0] == {"type": "delete", "description": actions[0]["description"],
+                          "resourceId": "ServiceRequest/draft-mri-1"}
+    request = actions[1]["resource"]
+    systems = {c["system"]: c["code"] for c in request["code"]["coding"]}
+    assert systems["http://www.ama-assn.org/go/cpt"] in {"73560", "73562", "73564", "73565"}
+    assert systems["http://loinc.org"] == "24805-4"
+    assert request["status"] == "draft" and request["intent"] == "proposal"
+    assert request["subject"] == {"reference": "Patient/pkp-chronic-01"}
+    assert request["reasonReference"] == [{"reference": "Condition/knee-pain-1"}]
+    right = {"system": "http://snomed.info/sct", "code": "24028007", "display": "Right"}
+    assert right in request["bodySite"][0]["coding"]
+
+
+def test_cards_explain_what_triggered_them_with_dates_and_source(tmp_path):
+    body = _post(tmp_path, "chronic-posterior-knee-pain.json", "order-select", "2026-11-20")
+    card = body["cards"][0]
+    assert "2026-08-01" in card["detail"] and "Condition/knee-pain-1" in card["detail"]
+    assert card["source"]["label"].startswith("ACR Appropriateness Criteria")
+    assert card["source"]["url"].startswith("https://")

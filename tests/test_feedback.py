@@ -1,0 +1,133 @@
+"""Feedback is validated, stored once, and durable, on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from cds_service import Settings, create_app
+
+from .conftest import ARTIFACTS
+
+TS = "2026-11-20T10:05:31Z"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def feedback_app(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fb.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    app = create_app(Settings(database_url=url, now="2026-11-20"))
+    yield app
+    app.extensions["knee_cds"].store.dispose()
+
+
+def _accepted(card: str | None = None, suggestion: str | None = None) -> dict:
+    return {"card": card or str(uuid.uuid4()), "outcome": "accepted",
+            "acceptedSuggestions": [{"id": suggestion or str(uuid.uuid4())}], "outcomeTimestamp": TS}
+
+
+def test_accepted_feedback_is_stored(feedback_app):
+    item = _accepted()
+    response = feedback_app.test_client().post("/cds-services/knee-imaging-sign/feedback", json={"feedback": [item]})
+    assert response.status_code == 200
+    assert response.get_json() == {"stored": 1, "duplicates": 0}
+    rows = feedback_app.extensions["knee_cds"].store.rows(item["card"])
+    assert len(rows) == 1
+    assert rows[0]["service_id"] == "knee-imaging-sign"
+    assert rows[0]["outcome"] == "accepted"
+    assert item["acceptedSuggestions"][0]["id"] in rows[0]["accepted_suggestions"]
+
+
+def test_the_chosen_override_reason_code_is_stored(feedback_app):
+    card = str(uuid.uuid4())
+    item = {"card": card, "outcome": "overridden", "outcomeTimestamp": TS,
+            "overrideReason": {"reason": {"system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
+                                          "code": "does-not-align-preferences"},
+                               "userComment": "Patient prefers to wait"}}
+    client = feedback_app.test_client()
+    assert client.post("/cds-services/posterior-knee-pain/feedback", json={"feedback": [item]}).status_code == 200
+    row = feedback_app.extensions["knee_cds"].store.rows(card)[0]
+    assert row["override_code"] == "does-not-align-preferences"
+    assert row["user_comment"] == "Patient prefers to wait"
+
+
+def test_duplicate_feedback_is_stored_once(feedback_app):
+    item = _accepted()
+    client = feedback_app.test_client()
+    first = client.post("/cds-services/knee-imaging-select/feedback", json={"feedback": [item, item]})
+    again = client.post("/cds-services/knee-imaging-select/feedback", json={"feedback": [item]})
+    assert first.get_json() == {"stored": 1, "duplicates": 1}
+    assert again.get_json() == {"stored": 0, "duplicates": 1}
+    assert len(feedback_app.extensions["knee_cds"].store.rows(item["card"])) == 1
+
+
+def test_a_later_different_outcome_for_the_same_card_is_kept(feedback_app):
+    card = str(uuid.uuid4())
+    client = feedback_app.test_client()
+    client.post("/cds-services/posterior-knee-pain/feedback", json={"feedback": [_accepted(card)]})
+    overridden = {"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-11-20T11:00:00Z"}
+    client.post("/cds-services/posterior-knee-pain/feedback", json={"feedback": [overridden]})
+    assert {r["outcome"] for r in feedback_app.extensions["knee_cds"].store.rows(card)} == {"accepted", "overridden"}
+
+
+BAD_FEEDBACK = [
+    ("no feedback array", {}, "feedback"),
+    ("empty array", {"feedback": []}, "feedback"),
+    ("accepted without suggestions", {"feedback": [{"card": "c", "outcome": "accepted", "outcomeTimestamp": TS}]},
+     "feedback[0].acceptedSuggestions"),
+    ("unknown outcome", {"feedback": [{"card": "c", "outcome": "ignored", "outcomeTimestamp": TS}]},
+     "feedback[0].outcome"),
+    ("timestamp not RFC 3339", {"feedback": [{"card": "c", "outcome": "overridden",
+                                              "outcomeTimestamp": "yesterday"}]}, "feedback[0].outcomeTimestamp"),
+    ("missing card", {"feedback": [{"outcome": "overridden", "outcomeTimestamp": TS}]}, "feedback[0].card"),
+]
+
+
+@pytest.mark.parametrize(("label", "body", "path"), BAD_FEEDBACK, ids=[b[0] for b in BAD_FEEDBACK])
+def test_invalid_feedback_is_a_400_naming_the_field_and_stores_nothing(client, app, label, body, path):
+    response = client.post("/cds-services/posterior-knee-pain/feedback", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["issue"][0]["expression"] == [path]
+    assert app.extensions["knee_cds"].store.count() == 0
+
+
+def test_feedback_for_an_unknown_service_is_a_404(client):
+    response = client.post("/cds-services/nope/feedback", json={"feedback": [_accepted()]})
+    assert response.status_code == 404
+
+
+def test_the_spec_feedback_examples_are_accepted(client):
+    spec = (ARTIFACTS / "spec-text" / "cds-hooks-2.0.1-index.md").read_text(encoding="utf-8")
+    import json
+
+    examples = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", spec, re.S) if '"feedback"' in b]
+    assert len(examples) == 3
+    for body in examples:
+        response = client.post("/cds-services/posterior-knee-pain/feedback", json=body)
+        assert response.status_code == 200, response.get_json()
+
+
+def test_sqlite_runs_in_wal_mode_with_full_sync(app, client):
+    client.post("/cds-services/posterior-knee-pain/feedback", json={"feedback": [_accepted()]})
+    engine = app.extensions["knee_cds"].store.engine
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+
+
+def test_postgres_rows_are_visible_to_a_separate_connection(postgres_url):
+    app = create_app(Settings(database_url=postgres_url))
+    item = _accepted()
+    app.test_client().post("/cds-services/posterior-knee-pain/feedback", json={"feedback": [item]})
+    app.extensions["knee_cds"].store.dispose()
+    engine = create_engine(postgres_url)
+    with engine.connect() as connection:
+        count = connection.execute(text("select count(*) from cds_feedback where card_uuid = :c"),
+                                   {"c": item["card"]}).scalar()
+    engine.dispose()
+    assert count == 1

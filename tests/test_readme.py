@@ -1,0 +1,40 @@
+"""The README's first screen stays honest: the two commands, a curl example that works, every setting."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from cds_service.settings import describe
+
+from .conftest import ROOT
+
+
+def _readme() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_names_the_two_commands_and_a_curl_example():
+    first_screen = _readme()[:2500]
+    assert "make run" in first_screen and "make test" in first_screen
+    assert "curl" in first_screen
+
+
+def test_every_setting_is_documented():
+    text = _readme()
+    for env, _default, _description in describe():
+        assert f"`{env}`" in text, env
+
+
+def test_the_curl_examples_files_exist_and_are_accepted(client):
+    for match in re.finditer(r"--data @(\S+)\s*\\\s*\n\s*http://127\.0\.0\.1:8080(\S+)", _readme()):
+        path, endpoint = ROOT / match.group(1), match.group(2)
+        response = client.post(endpoint, json=json.loads(path.read_text()))
+        assert response.status_code == 200, (path, response.get_json())
+        assert response.get_json()["cards"], "the README promises a card for this example"
+
+
+def test_make_targets_exist():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^run:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
