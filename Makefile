@@ -31,12 +31,12 @@ run: $(VENV)/.run-installed
 	$(BIN)/gunicorn --workers 2 --preload --bind 127.0.0.1:$(PORT) --access-logfile - 'cds_service:create_app()'
 
 test: $(VENV)/.dev-installed $(FHIR_SERVER_DIR)/node_modules/.installed
-	$(BIN)/ruff check cds_service tests bench
+	$(BIN)/ruff check cds_service tests bench fhir_examples
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check cds_service tests bench
-	$(BIN)/ruff format --check cds_service tests bench
+	$(BIN)/ruff check cds_service tests bench fhir_examples
+	$(BIN)/ruff format --check cds_service tests bench fhir_examples
 
 clean:
 	rm -rf $(VENV) $(FHIR_SERVER_DIR)/node_modules instance dist

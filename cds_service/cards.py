@@ -4,54 +4,102 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from .knowledge import Knowledge
 from .parse import Rejected
-from .rules import Finding
+from .rules import Finding, Suggest
 
 CPT = "http://www.ama-assn.org/go/cpt"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 
-# Orderable studies (card-contract.md "Imaging suggestions are orderable FHIR").
-ORDERABLES: dict[str, dict[str, Any]] = {
-    "xray": {
-        "text": "Knee radiographs, weight-bearing (AP standing and lateral)",
-        "coding": [
-            {"system": CPT, "code": "73562", "display": "Radiologic examination, knee; 3 views"},
-            {"system": LOINC, "code": "24805-4", "display": "XR Knee AP and Lateral W standing"},
-        ],
-    },
-}
 _SIDE_CODING = {
     "right": {"system": SNOMED, "code": "24028007", "display": "Right"},
     "left": {"system": SNOMED, "code": "7771000", "display": "Left"},
     "both": {"system": SNOMED, "code": "51440002", "display": "Right and left"},
 }
+_KNEE = {"system": SNOMED, "code": "72696002", "display": "Knee region structure"}
+_LOWER_LIMB = {"system": SNOMED, "code": "61685007", "display": "Lower limb structure"}
 
 
-def service_request(modality: str, patient_id: str, side: str, reasons: tuple[str, ...]) -> dict[str, Any]:
-    orderable = ORDERABLES[modality]
+def _by_side(side: str, right: tuple[str, str], left: tuple[str, str], both: tuple[str, str],
+             unknown: tuple[str, str]) -> dict[str, str]:
+    code, display = {"right": right, "left": left, "both": both}.get(side, unknown)
+    return {"system": LOINC, "code": code, "display": display}
+
+
+def orderable(kind: str, side: str) -> tuple[str, list[dict[str, str]], dict[str, str] | None]:
+    """(text, codings, body site) of an orderable study (card-contract.md: a CPT and a LOINC code)."""
+    if kind == "xray-standing":
+        return ("Knee radiographs, weight-bearing (standing AP and lateral)", [
+            {"system": CPT, "code": "73562", "display": "Radiologic examination, knee; 3 views"},
+            {"system": LOINC, "code": "24805-4", "display": "XR Knee AP and Lateral W standing"}], _KNEE)
+    if kind == "xray-trauma":
+        return ("Knee radiographs (3 views)", [
+            {"system": CPT, "code": "73562", "display": "Radiologic examination, knee; 3 views"},
+            {"system": LOINC, "code": "30788-4", "display": "XR Knee 3 Views"}], _KNEE)
+    if kind == "mri":
+        return ("MRI of the knee without IV contrast", [
+            {"system": CPT, "code": "73721",
+             "display": "Magnetic resonance imaging, any joint of lower extremity; without contrast material"},
+            _by_side(side, ("26258-4", "MR Knee - right"), ("26257-6", "MR Knee - left"),
+                     ("26256-8", "MR Knee - bilateral"), ("24802-1", "MR Knee"))], _KNEE)
+    if kind == "us-knee":
+        return ("Ultrasound of the knee and popliteal fossa", [
+            {"system": CPT, "code": "76882", "display": "Ultrasound, limited, joint or focal evaluation of other "
+                                                        "nonvascular extremity structure(s)"},
+            _by_side(side, ("26264-2", "US Popliteal space - right"), ("26263-4", "US Popliteal space - left"),
+                     ("26262-6", "US Popliteal space - bilateral"), ("24881-5", "US Popliteal space"))], _KNEE)
+    if kind == "us-popliteal-artery":
+        unilateral = side in ("right", "left")
+        return ("Arterial duplex ultrasound of the popliteal artery", [
+            {"system": CPT, "code": "93926" if unilateral else "93925",
+             "display": "Duplex scan of lower extremity arteries; unilateral or limited study" if unilateral
+             else "Duplex scan of lower extremity arteries; complete bilateral study"},
+            _by_side(side, ("26264-2", "US Popliteal space - right"), ("26263-4", "US Popliteal space - left"),
+                     ("26262-6", "US Popliteal space - bilateral"), ("24881-5", "US Popliteal space"))], _KNEE)
+    if kind == "venous-duplex":
+        unilateral = side in ("right", "left")
+        return ("Proximal leg vein ultrasound (venous duplex)", [
+            {"system": CPT, "code": "93971" if unilateral else "93970",
+             "display": "Duplex scan of extremity veins; unilateral or limited study" if unilateral
+             else "Duplex scan of extremity veins; complete bilateral study"},
+            _by_side(side, ("39443-7", "US.doppler Lower extremity vein - right"),
+                     ("39432-0", "US.doppler Lower extremity vein - left"),
+                     ("39420-5", "US.doppler Lower extremity vein - bilateral"),
+                     ("30881-7", "US.doppler Lower extremity vein"))], _LOWER_LIMB)
+    if kind == "d-dimer":
+        return ("D-dimer test (quantitative)", [
+            {"system": LOINC, "code": "48065-7", "display": "Fibrin D-dimer FEU [Mass/volume] in Platelet poor plasma"}],
+            None)
+    raise KeyError(kind)
+
+
+def service_request(kind: str, patient_id: str, side: str, reasons: tuple[str, ...]) -> dict[str, Any]:
+    text, codings, site = orderable(kind, side)
     resource: dict[str, Any] = {
         "resourceType": "ServiceRequest",
         "status": "draft",
         "intent": "proposal",
-        "code": {"coding": orderable["coding"], "text": orderable["text"]},
+        "code": {"coding": codings, "text": text},
         "subject": {"reference": f"Patient/{patient_id}"},
     }
-    site: dict[str, Any] = {"coding": [{"system": SNOMED, "code": "72696002", "display": "Knee region structure"}]}
-    if side in _SIDE_CODING:
-        site["coding"].append(_SIDE_CODING[side])
-        site["text"] = f"{side} knee" if side != "both" else "both knees"
-    resource["bodySite"] = [site]
+    if site is not None:
+        body_site: dict[str, Any] = {"coding": [site]}
+        if side in _SIDE_CODING:
+            body_site["coding"].append(_SIDE_CODING[side])
+            body_site["text"] = {"right": "right", "left": "left", "both": "both"}[side] + (
+                " knee" if site is _KNEE else " leg")
+        resource["bodySite"] = [body_site]
     if reasons:
         resource["reasonReference"] = [{"reference": r} for r in reasons]
     return resource
 
 
 def _side_phrase(side: str) -> str:
-    return {"right": "right ", "left": "left ", "both": ""}.get(side, "")
+    return {"right": "right ", "left": "left "}.get(side, "")
 
 
 class CardBuilder:
@@ -59,23 +107,38 @@ class CardBuilder:
         self.knowledge = knowledge
         self.new_uuid = new_uuid
 
-    def build(self, finding: Finding, patient_id: str, rejected: tuple[Rejected, ...]) -> dict[str, Any]:
+    def modality_of(self) -> dict[str, str]:
+        return {cid: d["modality"] for cid, d in self.knowledge.cards["cards"].items() if "modality" in d}
+
+    def build(self, finding: Finding, patient_id: str, rejected: tuple[Rejected, ...], today: date) -> dict[str, Any]:
         definition = self.knowledge.card(finding.card_id)
         source_def = self.knowledge.cards["sources"][definition["source"]]
         values = {
             "side_phrase": _side_phrase(finding.side),
-            "evidence": "\n".join(finding.evidence),
-            "order": finding.order.label if finding.order else "",
+            "score": finding.wells.score if finding.wells else "not scored",
+            "leg_phrase": f"{finding.side} leg" if finding.side in ("left", "right") else "leg",
         }
-        detail = definition["detail"].strip().format_map(values)
-        caveat = [r for r in rejected if r.resource_type in finding.reads]
-        if caveat:
-            refs = ", ".join(r.reference for r in caveat[:5])
-            detail += (
-                f"\n\n**Data left out:** {len(caveat)} record(s) could not be read ({refs}) and were not "
-                "considered; they could have changed this advice."
-            )
-        detail += f"\n\n*Rule {definition['rule']}.*"
+        summary = definition["summary"].format_map(values)
+        indicator = finding.indicator or definition["indicator"]
+        card: dict[str, Any] = {
+            "uuid": self.new_uuid(),
+            "summary": summary if len(summary) <= 140 else summary[:139] + "…",
+            "detail": self._detail(finding, definition, rejected, today),
+            "indicator": indicator,
+            "source": self._source(definition, source_def),
+        }
+        reasons = definition.get("override_reasons")
+        if reasons or indicator in ("warning", "critical"):
+            card["overrideReasons"] = self.knowledge.cards["override_reason_sets"][reasons or "standard"]
+        suggestions = [self._suggestion(s, definition, finding, patient_id) for s in finding.suggestions]
+        if suggestions:
+            card["suggestions"] = suggestions
+            card["selectionBehavior"] = "at-most-one"
+        if finding.wells is not None and definition["topic"].startswith("dvt-"):
+            card["extension"] = {"pkp-wells": finding.wells.extension()}
+        return card
+
+    def _source(self, definition: dict[str, Any], source_def: dict[str, Any]) -> dict[str, Any]:
         source: dict[str, Any] = {
             "label": source_def["label"],
             "topic": {
@@ -86,38 +149,34 @@ class CardBuilder:
         }
         if "url" in source_def:
             source["url"] = source_def["url"]
-        card: dict[str, Any] = {
-            "uuid": self.new_uuid(),
-            "summary": definition["summary"].format_map(values)[:140],
-            "detail": detail,
-            "indicator": definition["indicator"],
-            "source": source,
-        }
-        if definition.get("override_reasons"):
-            card["overrideReasons"] = self.knowledge.cards["override_reason_sets"][definition["override_reasons"]]
-        suggestions = self._suggestions(finding, definition, patient_id)
-        if suggestions:
-            card["suggestions"] = suggestions
-            card["selectionBehavior"] = "at-most-one"
-        return card
+        return source
 
-    def _suggestions(self, finding: Finding, definition: dict[str, Any], patient_id: str) -> list[dict[str, Any]]:
-        labels = definition.get("suggestion_labels", {})
-        if finding.card_id == "mri-before-xray" and finding.order is not None:
-            request = service_request("xray", patient_id, finding.side, finding.reasons)
-            return [
-                {
-                    "label": labels["replace"],
-                    "uuid": self.new_uuid(),
-                    "isRecommended": True,
-                    "actions": [
-                        {
-                            "type": "delete",
-                            "description": f"Remove the draft MRI order ({finding.order.label})",
-                            "resourceId": finding.order.reference,
-                        },
-                        {"type": "create", "description": request["code"]["text"], "resource": request},
-                    ],
-                }
-            ]
-        return []
+    def _detail(self, finding: Finding, definition: dict[str, Any], rejected: tuple[Rejected, ...],
+                today: date) -> str:
+        parts = ["**Why this card:**\n" + "\n".join(finding.evidence)]
+        if finding.wells is not None:
+            parts.append("\n".join(finding.wells.lines()))
+        parts.append("**What to do:**\n" + definition["recommendation"].strip())
+        parts += [p for p in finding.extra if p]
+        if "disagreement" in definition:
+            parts.append(definition["disagreement"].strip())
+        caveat = [r for r in rejected if r.resource_type in finding.reads]
+        if caveat:
+            refs = ", ".join(r.reference for r in caveat[:5])
+            parts.append(f"**Data left out:** {len(caveat)} record(s) could not be read ({refs}) and were not "
+                         "considered; they could have changed this advice.")
+        parts.append(f"*Rules: {', '.join(finding.rules)}. Evaluated on {today.isoformat()}.*")
+        return "\n\n".join(parts)
+
+    def _suggestion(self, suggest: Suggest, definition: dict[str, Any], finding: Finding,
+                    patient_id: str) -> dict[str, Any]:
+        label = definition["suggestion_labels"][suggest.label]
+        actions: list[dict[str, Any]] = []
+        if suggest.replaces is not None:
+            actions.append({"type": "delete", "description": f"Remove the draft order: {suggest.replaces.label}",
+                            "resourceId": suggest.replaces.reference})
+        if suggest.orderable != "remove":
+            reasons = finding.reasons
+            request = service_request(suggest.orderable, patient_id, finding.side, reasons)
+            actions.append({"type": "create", "description": request["code"]["text"], "resource": request})
+        return {"label": label, "uuid": self.new_uuid(), "isRecommended": suggest.recommended, "actions": actions}

@@ -59,7 +59,8 @@ def split_bundle(resources: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     return data, drafts, patient_id or "unknown"
 
 
-def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str | None = None) -> dict[str, Any]:
+def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str | None = None,
+                  hook_instance: str | None = None) -> dict[str, Any]:
     data, drafts, patient_id = split_bundle(resources)
     context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": patient_id}
     if hook in ("order-select", "order-sign"):
@@ -78,7 +79,7 @@ def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str |
                 "total": len(matching),
                 "entry": [{"resource": r} for r in matching],
             }
-    body: dict[str, Any] = {"hook": hook, "hookInstance": str(uuid.uuid4())}
+    body: dict[str, Any] = {"hook": hook, "hookInstance": hook_instance or str(uuid.uuid4())}
     if fhir_server:
         body["fhirServer"] = fhir_server
     body["context"] = context
@@ -124,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         context = request["context"]
         data = split_bundle(bundle_resources(document))[0]
     now = parse_instant(args.now) if args.now else (settings.fixed_now() or datetime.now(UTC))
-    decision = decide(hook, context, data, load_knowledge(settings.cards_dir), now.date())
+    decision = decide(hook, context, data, load_knowledge(settings.cards_dir), now)
     response = decision.response()
     sys.stdout.write(json.dumps(response, indent=2) + "\n" if args.json else render_cards(response))
     return 0

@@ -1,40 +1,92 @@
 """Facts step: a typed, immutable summary of the patient, each fact carrying what proved it.
 
-Data rules of rules.md §0 apply here (G-01 status filtering, G-03 dates, G-05 posterior
-localisation, G-06 laterality, G-08 prior imaging), so the rules never look at raw FHIR.
+The data rules of rules.md §0 live here (G-01 condition status, G-02 history, G-03 windows from
+today, G-05 posterior localisation, G-06 laterality, G-07 latest observation and BMI, G-08 prior
+imaging, G-09 leg signs), so the rules never look at raw FHIR. Every fact is a tuple of
+``Evidence``: what it is, which resource, when, which side.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import date, datetime
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from .knowledge import Knowledge
 from .parse import ParsedRecord
-from .terminology import ICD10CM, SNOMED
+from .terminology import ICD10CM, LOINC, PKP_FINDING, SNOMED, ValueSet, affirmed
 
 _INACTIVE_VERIFICATION = {"entered-in-error", "refuted"}
 _ACTIVE_CLINICAL = {"active", "recurrence", "relapse"}
 _SUSPECTED_VERIFICATION = {"provisional", "differential", "unconfirmed"}
+_DEAD_OBSERVATION = {"entered-in-error", "cancelled"}
 
-_POSTERIOR = re.compile(r"\b(popliteal|posterior|back of (the )?knee|behind (the )?knee)\b", re.I)
-_ANTERIOR = re.compile(r"\b(anterior|patell\w*|front of (the )?knee|kneecap)\b", re.I)
+_POSTERIOR = re.compile(r"\b(popliteal|posterior(?! tibial)|back of (the )?(right |left )?knee|"
+                        r"behind (the )?(right |left )?knee)\b", re.I)
+_ANTERIOR = re.compile(r"\b(anterior|patell\w*|front of (the )?(right |left )?knee|kneecap|infrapatellar)\b", re.I)
 _POSTERIOR_QUALIFIER = "255551008"
+_MEDIAL_QUALIFIER = "255561001"
+_LATERAL_QUALIFIER = "49370004"
+_LOWER_LIMB = "61685007"
 _SIDE_QUALIFIERS = {"24028007": "right", "7771000": "left", "51440002": "both"}
 _SIDE_TEXT = (
     (re.compile(r"\b(bilateral|both)\b", re.I), "both"),
     (re.compile(r"\bright\b", re.I), "right"),
     (re.compile(r"\bleft\b", re.I), "left"),
 )
-# ICD-10-CM families whose last character carries the side (rules.md G-06: per family, not a fixed
-# position). Each entry: code prefix (dots removed) -> {character: side}.
-_ICD_SIDE_FAMILIES: dict[str, dict[str, str]] = {
-    "M2556": {"1": "right", "2": "left"},
-    "M7121": {"": "right"},
-    "M7122": {"": "left"},
+_SUBSITES = (
+    ("medial", re.compile(r"\b(medial|inner|inside)\b", re.I)),
+    ("lateral", re.compile(r"\b(lateral|outer|outside)\b", re.I)),
+    ("central", re.compile(r"\b(central|middle|popliteal fossa|crease)\b", re.I)),
+    ("above", re.compile(r"\babove\b|\bthigh\b", re.I)),
+    ("below", re.compile(r"\b(below|into the calf|calf)\b", re.I)),
+)
+_SWELLING = re.compile(r"\b(swelling|swollen|fullness|lump|mass|bulge)\b", re.I)
+_SPRINT_KICK = re.compile(r"\b(sprint\w*|kick\w*|running)\b", re.I)
+_HOT_CALF = re.compile(r"\b(hot|warm)\b.*\b(calf|leg)\b|\b(calf|leg)\b.*\b(hot|warm)\b", re.I)
+_TREATMENT_TEXT = re.compile(r"\b(chemotherap\w*|radiotherap\w*|radiation therapy|immunotherap\w*)\b", re.I)
+_DELIVERY_TEXT = re.compile(r"\b(deliver(y|ed)|caesarean|cesarean|childbirth)\b", re.I)
+_NORMAL_RESULT = re.compile(r"\b(normal|no abnormalit\w*|unremarkable|no (acute )?(bony )?(injury|pathology|fracture))\b",
+                            re.I)
+_EFFUSION_ONLY = re.compile(r"\beffusion\b", re.I)
+_KNEE_TEXT = re.compile(r"\bknee\b", re.I)
+_CALF_CIRCUMFERENCE = re.compile(r"calf circumference", re.I)
+
+# Displays of the local finding code system (codes.md §9), for cards when a coding has no display.
+FINDING_DISPLAY = {
+    "calf-circumference-difference": "Calf circumference difference",
+    "deep-vein-tenderness": "Tenderness along the deep veins",
+    "entire-leg-swollen": "Entire leg swollen",
+    "pitting-oedema-symptomatic-leg": "Pitting oedema of the symptomatic leg",
+    "collateral-superficial-veins": "Collateral superficial veins (non-varicose)",
+    "leg-immobilisation": "Leg paralysis, paresis or recent plaster immobilisation",
+    "wells-alternative-diagnosis": "Alternative diagnosis at least as likely as DVT (clinician)",
+    "calf-warmth": "Calf hot to touch",
+    "long-haul-travel": "Long-haul travel",
+    "knee-locking": "Knee locking",
+    "unable-bear-weight-4-steps": "Unable to bear weight for 4 steps",
+    "unable-flex-90": "Unable to flex the knee to 90°",
+    "fibular-head-tenderness": "Tenderness at the head of the fibula",
+    "isolated-patellar-tenderness": "Isolated tenderness of the patella",
+    "injury-mechanism": "Mechanism of injury",
+    "pulsatile-popliteal-mass": "Pulsatile mass behind the knee",
+    "wells-dvt-score": "Wells DVT score recorded by the clinician",
 }
+
+LEG_SIGN_DAYS = 28  # rules.md G-09 (a): last 4 weeks (UNRESOLVED design choice)
+EXAM_DAYS = 14  # rules.md G-09 (b): last 14 days
+WELLS_SURGERY_DAYS = 84  # W-03: 12 weeks (NICE)
+IMMOBILISATION_DAYS = 84  # W-02: "recent" = 12 weeks (UNRESOLVED design choice)
+BEDRIDDEN_DAYS = 28
+CANCER_TREATMENT_DAYS = 183  # W-01: treatment within 6 months
+RECENT_DVT_DAYS = 90  # D-08
+PREGNANCY_DAYS = 294  # R-05: 42 weeks
+POSTPARTUM_DAYS = 42  # P-02: 6 weeks
+POSTPARTUM_RISK_DAYS = 84  # R-05: risk stays raised to ~12 weeks (shown only)
+TRAVEL_DAYS = 56  # R-04: 8 weeks
+ACUTE_INJURY_DAYS = 7  # Ottawa: injury within 7 days
 
 
 @dataclass(frozen=True)
@@ -45,49 +97,121 @@ class Evidence:
     label: str
     when: date | None
     side: str = "unknown"  # right | left | both | unknown
+    value: str | None = None
+    suspected: bool = False
 
     def line(self) -> str:
         when = self.when.isoformat() if self.when else "date not recorded"
-        side = f", {self.side}" if self.side in ("right", "left", "both") else ""
-        return f"{self.label}{side} ({when}; {self.reference})"
+        side = f", {self.side}" if self.side in ("right", "left", "both") and self.side not in self.label.lower() else ""
+        value = f": {self.value}" if self.value else ""
+        suspected = " (suspected)" if self.suspected else ""
+        return f"{self.label}{side}{value}{suspected} ({when}; {self.reference})"
+
+
+@dataclass(frozen=True)
+class WellsItem:
+    """A positive Wells criterion (rules.md §1) and what proved it."""
+
+    rule: str
+    criterion: str
+    points: int
+    evidence: Evidence
+    leg_specific: bool = False  # scored for the symptomatic leg only (G-06)
 
 
 @dataclass(frozen=True)
 class ImagingOnRecord:
-    modality: str
+    modality: str  # xray | mri | us-knee | venous-duplex
     evidence: Evidence
+    result: str  # normal | effusion-only | abnormal | unknown
+
+
+@dataclass(frozen=True)
+class DDimer:
+    evidence: Evidence
+    at: datetime | date | None
+    positive: bool | None
 
 
 @dataclass(frozen=True)
 class DraftOrder:
     reference: str
-    modality: str | None
+    modality: str | None  # xray | mri | us-knee | venous-duplex | d-dimer | None
     label: str
     side: str
 
 
 @dataclass(frozen=True)
+class KneePain:
+    evidence: Evidence
+    location: str  # posterior | anterior | unknown
+    subsites: frozenset[str]
+
+
+@dataclass(frozen=True)
 class PatientFacts:
     today: date
+    now: datetime
     age: int | None
-    posterior_knee_pain: tuple[Evidence, ...]
+    knee_pain: tuple[KneePain, ...]
+    posterior_knee_pain: tuple[Evidence, ...]  # G-05, incl. posterior diagnoses
     pain_onset: date | None
-    explaining_diagnoses: tuple[Evidence, ...]
-    recent_knee_injuries: tuple[Evidence, ...]
-    mechanical_or_red_flags: tuple[Evidence, ...]
+    subsites: frozenset[str]
+    posterior_swelling: bool
+    leg_signs: tuple[Evidence, ...]  # G-09
+    calf_warmth: tuple[Evidence, ...]
+    swelling_or_tenderness: tuple[Evidence, ...]  # for D-01
+    wells_items: tuple[WellsItem, ...]
+    pregnant: tuple[Evidence, ...]
+    postpartum: tuple[Evidence, ...]
+    postpartum_late: tuple[Evidence, ...]  # 6-12 weeks: raised risk, shown only
+    risk_factors: tuple[tuple[str, str, Evidence], ...]  # (rule id, label, evidence)
+    recent_dvt: tuple[Evidence, ...]
+    anticoagulation: tuple[Evidence, ...]
+    d_dimers: tuple[DDimer, ...]
+    conditions: dict[str, tuple[Evidence, ...]]  # current (G-01) by value set name
+    findings: dict[str, tuple[Evidence, ...]]  # positive pkp-finding observations by code
+    injury_mechanism: str | None
+    pain_score: Evidence | None
+    fever: tuple[Evidence, ...]
+    prior_knee_surgery: tuple[Evidence, ...]
     imaging: tuple[ImagingOnRecord, ...]
     draft_orders: tuple[DraftOrder, ...]
     left_out_types: frozenset[str]
+    notes: tuple[str, ...] = field(default=())
+
+    def has(self, concept: str) -> bool:
+        return bool(self.conditions.get(concept))
+
+    def cond(self, concept: str) -> tuple[Evidence, ...]:
+        return self.conditions.get(concept, ())
+
+    def finding(self, code: str) -> tuple[Evidence, ...]:
+        return self.findings.get(code, ())
 
     @property
     def painful_side(self) -> str:
-        sides = {e.side for e in self.posterior_knee_pain} - {"unknown"}
+        sides = {e.side for e in self.posterior_knee_pain or tuple(k.evidence for k in self.knee_pain)} - {"unknown"}
         if not sides:
             return "unknown"
         return sides.pop() if len(sides) == 1 else "both"
 
+    @property
+    def knee_pain_unknown_location(self) -> bool:
+        return any(k.location == "unknown" for k in self.knee_pain)
+
+    @property
+    def any_knee_pain(self) -> bool:
+        return bool(self.knee_pain or self.posterior_knee_pain)
+
     def weeks_of_pain(self) -> float | None:
         return None if self.pain_onset is None else (self.today - self.pain_onset).days / 7
+
+    def days_since(self, when: date | None) -> int | None:
+        return None if when is None else (self.today - when).days
+
+
+# --- small readers -------------------------------------------------------------------------------
 
 
 def to_date(value: Any) -> date | None:
@@ -103,24 +227,30 @@ def to_date(value: Any) -> date | None:
     return None
 
 
-def _code_of(status: Any) -> str | None:
+def _status_code(status: Any) -> str | None:
     for coding in getattr(status, "coding", None) or []:
         if coding.code:
             return coding.code
     return None
 
 
-def condition_counts(condition: Any) -> bool:
-    """rules.md G-01: current conditions only (suspected ones count too)."""
-    verification = _code_of(condition.verificationStatus)
-    if verification in _INACTIVE_VERIFICATION:
+def condition_is_current(condition: Any) -> bool:
+    """G-01: not entered-in-error/refuted; active/recurrence/relapse, or no status and no abatement."""
+    if _status_code(condition.verificationStatus) in _INACTIVE_VERIFICATION:
         return False
-    clinical = _code_of(condition.clinicalStatus)
+    clinical = _status_code(condition.clinicalStatus)
     if clinical is None:
-        return condition.abatementDateTime is None and condition.abatementString is None and (
-            condition.abatementPeriod is None and condition.abatementAge is None
-        )
+        return all(getattr(condition, f"abatement{k}") is None for k in ("DateTime", "Age", "Period", "Range", "String"))
     return clinical in _ACTIVE_CLINICAL
+
+
+def condition_is_history(condition: Any) -> bool:
+    """G-02: any status counts as history, except entered-in-error/refuted."""
+    return _status_code(condition.verificationStatus) not in _INACTIVE_VERIFICATION
+
+
+def condition_is_suspected(condition: Any) -> bool:
+    return _status_code(condition.verificationStatus) in _SUSPECTED_VERIFICATION
 
 
 def condition_onset(condition: Any) -> date | None:
@@ -131,18 +261,76 @@ def condition_onset(condition: Any) -> date | None:
     return to_date(condition.recordedDate)
 
 
-def side_of_codeable(concept: Any) -> str:
-    for coding in getattr(concept, "coding", None) or []:
-        if coding.system == ICD10CM and coding.code:
-            key = coding.code.replace(".", "").upper()
-            for prefix, sides in _ICD_SIDE_FAMILIES.items():
-                if key.startswith(prefix):
-                    side = sides.get(key[len(prefix):len(prefix) + 1]) or sides.get("")
-                    if side:
-                        return side
-        if coding.system == SNOMED and coding.code in _SIDE_QUALIFIERS:
-            return _SIDE_QUALIFIERS[coding.code]
-    return side_of_text(getattr(concept, "text", None))
+def observation_when(observation: Any) -> date | None:
+    if observation.effectiveDateTime is not None:
+        return to_date(observation.effectiveDateTime)
+    if observation.effectivePeriod is not None and observation.effectivePeriod.start is not None:
+        return to_date(observation.effectivePeriod.start)
+    return to_date(observation.issued)
+
+
+def procedure_when(procedure: Any) -> date | None:
+    if procedure.performedDateTime is not None:
+        return to_date(procedure.performedDateTime)
+    if procedure.performedPeriod is not None:
+        return to_date(procedure.performedPeriod.end or procedure.performedPeriod.start)
+    return None
+
+
+def _codings(concept: Any) -> list[Any]:
+    return list(getattr(concept, "coding", None) or [])
+
+
+def body_sites(resource: Any) -> list[Any]:
+    """bodySite as a list: a list on Condition and Procedure, a single concept on Observation."""
+    sites = getattr(resource, "bodySite", None)
+    if sites is None:
+        return []
+    return list(sites) if isinstance(sites, list | tuple) else [sites]
+
+
+def texts_of(resource: Any) -> list[str]:
+    out: list[str] = []
+    code = getattr(resource, "code", None)
+    if code is not None:
+        out.append(code.text or "")
+        out += [c.display or "" for c in _codings(code)]
+    for site in body_sites(resource):
+        out.append(site.text or "")
+        out += [c.display or "" for c in _codings(site)]
+    for note in getattr(resource, "note", None) or []:
+        out.append(note.text or "")
+    value_string = getattr(resource, "valueString", None)
+    if value_string:
+        out.append(value_string)
+    return [t for t in out if t]
+
+
+class Reader:
+    """Reads sides and labels with the knowledge's laterality table."""
+
+    def __init__(self, knowledge: Knowledge):
+        self.knowledge = knowledge
+
+    def side_of_codeable(self, concept: Any) -> str:
+        for coding in _codings(concept):
+            if coding.system == ICD10CM and coding.code:
+                side = self.knowledge.icd_side(coding.code)
+                if side and side != "unknown":
+                    return side
+            if coding.system == SNOMED and coding.code in _SIDE_QUALIFIERS:
+                return _SIDE_QUALIFIERS[coding.code]
+        return side_of_text(getattr(concept, "text", None))
+
+    def side(self, resource: Any) -> str:
+        """Side from the code first (ICD laterality), then bodySite qualifiers or text."""
+        side = self.side_of_codeable(getattr(resource, "code", None))
+        if side == "unknown":
+            for site in body_sites(resource):
+                side = self.side_of_codeable(site)
+                if side != "unknown":
+                    break
+        return side
 
 
 def side_of_text(text: str | None) -> str:
@@ -153,152 +341,780 @@ def side_of_text(text: str | None) -> str:
     return "unknown"
 
 
-def _texts(resource: Any) -> list[str]:
-    out = []
-    code = getattr(resource, "code", None)
-    if code is not None:
-        out.append(code.text or "")
-        out += [c.display or "" for c in code.coding or []]
-    for site in getattr(resource, "bodySite", None) or []:
-        out.append(site.text or "")
-        out += [c.display or "" for c in site.coding or []]
-    for note in getattr(resource, "note", None) or []:
-        out.append(note.text or "")
-    return [t for t in out if t]
-
-
-def resource_side(resource: Any) -> str:
-    """Side from the code first (ICD laterality), then bodySite qualifiers or text."""
-    side = side_of_codeable(getattr(resource, "code", None))
-    if side == "unknown":
-        for site in getattr(resource, "bodySite", None) or []:
-            side = side_of_codeable(site)
-            if side != "unknown":
-                break
-    return side
-
-
-def is_posterior(condition: Any) -> bool | None:
-    """True: localised behind the knee; False: explicitly anterior; None: location not recorded."""
-    for site in condition.bodySite or []:
-        if any(c.system == SNOMED and c.code == _POSTERIOR_QUALIFIER for c in site.coding or []):
-            return True
-    text = " ".join(_texts(condition))
-    if _POSTERIOR.search(text):
-        return True
-    if _ANTERIOR.search(text):
-        return False
-    return None
-
-
-def _label(resource: Any) -> str:
+def label_of(resource: Any) -> str:
     code = getattr(resource, "code", None)
     if code is not None:
         if code.text:
             return code.text
-        for coding in code.coding or []:
+        for coding in _codings(code):
             if coding.display:
                 return coding.display
-        for coding in code.coding or []:
+        for coding in _codings(code):
+            if coding.system == PKP_FINDING and coding.code in FINDING_DISPLAY:
+                return FINDING_DISPLAY[coding.code]
+        for coding in _codings(code):
             if coding.code:
                 return coding.code
     return resource.__resource_type__
 
 
-def _ref(resource: Any) -> str:
+def ref_of(resource: Any) -> str:
     return f"{resource.__resource_type__}/{resource.id}" if resource.id else resource.__resource_type__
 
 
-def _evidence(resource: Any, when: date | None, side: str) -> Evidence:
-    return Evidence(_ref(resource), _label(resource), when, side)
-
-
-def _modality(knowledge: Knowledge, concept: Any) -> str | None:
-    for modality, vs in (("xray", "knee-xray"), ("mri", "knee-mri"), ("us-knee", "knee-us"),
-                         ("venous-duplex", "venous-duplex")):
-        if knowledge.vs(vs).matches(concept):
-            return modality
+def _finding_code(observation: Any) -> str | None:
+    for coding in _codings(observation.code):
+        if coding.system == PKP_FINDING:
+            return coding.code
     return None
 
 
-def _age(patient: Any, today: date) -> int | None:
-    birth = to_date(getattr(patient, "birthDate", None)) if patient is not None else None
-    if birth is None:
+def observation_positive(observation: Any) -> bool:
+    """A finding recorded as present: valueBoolean true, a 'yes'-like value, or no value at all."""
+    if observation.valueBoolean is not None:
+        return bool(observation.valueBoolean)
+    if observation.valueCodeableConcept is not None:
+        codes = {c.code for c in _codings(observation.valueCodeableConcept)}
+        text = (observation.valueCodeableConcept.text or "").lower()
+        absent = codes & {"373067005", "N", "260385009", "2667000"} or text in ("no", "absent", "negative")
+        return not absent
+    if observation.valueString is not None:
+        return observation.valueString.strip().lower() not in ("no", "false", "absent", "negative", "none")
+    return True
+
+
+def quantity_in(quantity: Any, unit: str) -> float | None:
+    """A Quantity in the wanted unit (cm, kg or m), converting the common alternatives."""
+    if quantity is None or quantity.value is None:
         return None
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+    value = float(quantity.value)
+    given = (quantity.code or quantity.unit or "").strip()
+    factors = {
+        "cm": {"cm": 1.0, "mm": 0.1, "m": 100.0, "[in_i]": 2.54, "in": 2.54},
+        "kg": {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237},
+        "m": {"m": 1.0, "cm": 0.01, "mm": 0.001, "[in_i]": 0.0254, "in": 0.0254},
+    }[unit]
+    factor = factors.get(given)
+    return None if factor is None else value * factor
+
+
+# --- the summary ---------------------------------------------------------------------------------
+
+# Condition concepts read into PatientFacts.conditions (current ones, G-01).
+CURRENT_CONCEPTS = (
+    "knee-injury", "ligament-injury", "knee-dislocation", "limb-ischaemia", "compartment-syndrome",
+    "septic-arthritis", "knee-effusion", "fever", "knee-giving-way", "internal-derangement-locking", "knee-locking",
+    "bakers-cyst", "ruptured-bakers-cyst", "knee-oa", "meniscal-tear", "meniscal-root-tear", "hamstring-strain",
+    "calf-strain", "tendinopathy", "popliteal-aneurysm", "aaa", "sciatica-referred", "cellulitis-leg", "back-pain",
+    "explaining-diagnosis", "mechanical-or-red-flag", "knee-prosthesis", "obesity", "thrombophilia", "oestrogen",
+    "leg-paralysis", "bedridden", "malignancy", "palliative", "cancer-treatment", "anticoagulant",
+)
+
+
+HISTORY_CONCEPTS = ("dvt", "dvt-upper-limb", "history-of-dvt", "pe", "malignancy", "cancer-treatment",
+                    "recent-knee-arthroplasty", "postpartum", "pregnancy")
+# Every value set the facts read; create_app refuses to start if cards/valuesets.json lacks one.
+REQUIRED_VALUE_SETS = tuple(sorted(set(CURRENT_CONCEPTS) | set(HISTORY_CONCEPTS) | {
+    "knee-pain", "posterior-knee-diagnosis", "calf-leg-signs", "ruptured-bakers-cyst", "immobilisation-procedure",
+    "major-surgery", "d-dimer", "d-dimer-order", "knee-xray", "knee-mri", "knee-us", "venous-duplex", "pain-score",
+    "body-temperature", "bmi", "body-weight", "body-height", "pregnancy-status", "internal-derangement-locking"}))
 
 
 def build_facts(
     record: ParsedRecord,
     knowledge: Knowledge,
-    today: date,
+    now: datetime,
     draft_orders: tuple[Any, ...] = (),
 ) -> PatientFacts:
-    vs = knowledge.vs
-    posterior: list[Evidence] = []
-    onsets: list[date] = []
-    explaining: list[Evidence] = []
-    injuries: list[Evidence] = []
-    flags: list[Evidence] = []
+    return _Builder(record, knowledge, now, draft_orders).build()
 
-    for condition in record.of("Condition"):
-        if not condition_counts(condition):
-            continue
-        onset = condition_onset(condition)
-        side = resource_side(condition)
-        if onset is not None and onset > today:
-            continue  # a future-dated entry is not current data
-        evidence = _evidence(condition, onset, side)
-        is_knee_pain = vs("knee-pain").matches(condition.code)
-        posterior_dx = vs("posterior-knee-diagnosis").matches(condition.code)
-        if (is_knee_pain and is_posterior(condition)) or posterior_dx:
-            posterior.append(evidence)
-            if onset is not None:
-                onsets.append(onset)
-        if vs("explaining-diagnosis").matches(condition.code):
-            explaining.append(evidence)
-        if vs("knee-injury").matches(condition.code) and onset is not None and (today - onset).days <= 42:
-            injuries.append(evidence)
-        if vs("mechanical-or-red-flag").matches(condition.code):
-            flags.append(evidence)
 
-    for observation in record.of("Observation"):
-        if observation.status in ("entered-in-error", "cancelled"):
-            continue
-        if vs("mechanical-or-red-flag").matches(observation.code) and observation.valueBoolean is not False:
-            flags.append(_evidence(observation, to_date(observation.effectiveDateTime), "unknown"))
+class _Builder:
+    def __init__(self, record: ParsedRecord, knowledge: Knowledge, now: datetime, drafts: tuple[Any, ...]):
+        self.record = record
+        self.k = knowledge
+        self.vs = knowledge.vs
+        self.now = now
+        self.today = now.date()
+        self.read = Reader(knowledge)
+        self.drafts = drafts
 
-    imaging: list[ImagingOnRecord] = []
-    for procedure in record.of("Procedure"):
-        if procedure.status != "completed":
-            continue
-        modality = _modality(knowledge, procedure.code)
-        if modality:
-            when = to_date(procedure.performedDateTime) or (
-                to_date(procedure.performedPeriod.start) if procedure.performedPeriod else None
-            )
-            imaging.append(ImagingOnRecord(modality, _evidence(procedure, when, resource_side(procedure))))
-    for report in record.of("DiagnosticReport"):
-        if report.status in ("entered-in-error", "cancelled"):
-            continue
-        modality = _modality(knowledge, report.code)
-        if modality:
-            when = to_date(report.effectiveDateTime) or to_date(report.issued)
-            imaging.append(ImagingOnRecord(modality, _evidence(report, when, resource_side(report))))
+    # helpers
+    def within(self, when: date | None, days: int, undated: bool = False) -> bool:
+        if when is None:
+            return undated
+        return 0 <= (self.today - when).days <= days
 
-    drafts = tuple(
-        DraftOrder(_ref(order), _modality(knowledge, order.code), _label(order), resource_side(order))
-        for order in draft_orders
-    )
-    return PatientFacts(
-        today=today,
-        age=_age(record.patient, today),
-        posterior_knee_pain=tuple(posterior),
-        pain_onset=min(onsets) if onsets else None,
-        explaining_diagnoses=tuple(explaining),
-        recent_knee_injuries=tuple(injuries),
-        mechanical_or_red_flags=tuple(flags),
-        imaging=tuple(imaging),
-        draft_orders=drafts,
-        left_out_types=frozenset(record.rejected_types()),
-    )
+    def ev(self, resource: Any, when: date | None, value: str | None = None, suspected: bool = False) -> Evidence:
+        if value is None and resource.__resource_type__ == "Observation" and resource.valueBoolean is None:
+            value = _value_text(resource)
+        return Evidence(ref_of(resource), label_of(resource), when, self.read.side(resource), value, suspected)
+
+    def conditions(self) -> Iterable[Any]:
+        for condition in self.record.of("Condition"):
+            onset = condition_onset(condition)
+            if onset is not None and onset > self.today:
+                continue  # future-dated: not current data
+            yield condition
+
+    def live_observations(self) -> Iterable[Any]:
+        for observation in self.record.of("Observation"):
+            if observation.status in _DEAD_OBSERVATION:
+                continue
+            when = observation_when(observation)
+            if when is not None and when > self.today:
+                continue
+            yield observation
+
+    def build(self) -> PatientFacts:
+        age = self._age()
+        current, history = self._condition_concepts()
+        findings = self._findings()
+        knee_pain, posterior, onset, subsites, posterior_swelling = self._knee_pain(current)
+        pregnant, postpartum, postpartum_late = self._pregnancy()
+        drafts = self._drafts()
+        leg_signs, warmth, swelling = self._leg_signs(current, findings, posterior, knee_pain, drafts)
+        imaging = self._imaging()
+        d_dimers = self._d_dimers()
+        wells = self._wells_items(current, history, findings)
+        anticoagulation = self._anticoagulation(current)
+        recent_dvt = self._recent_dvt(history, anticoagulation)
+        risk = self._risk_factors(current, history, findings, pregnant, postpartum, postpartum_late, age, wells)
+        return PatientFacts(
+            today=self.today,
+            now=self.now,
+            age=age,
+            knee_pain=tuple(knee_pain),
+            posterior_knee_pain=tuple(posterior),
+            pain_onset=onset,
+            subsites=frozenset(subsites),
+            posterior_swelling=posterior_swelling,
+            leg_signs=tuple(leg_signs),
+            calf_warmth=tuple(warmth),
+            swelling_or_tenderness=tuple(swelling),
+            wells_items=tuple(wells),
+            pregnant=tuple(pregnant),
+            postpartum=tuple(postpartum),
+            postpartum_late=tuple(postpartum_late),
+            risk_factors=tuple(risk),
+            recent_dvt=tuple(recent_dvt),
+            anticoagulation=tuple(anticoagulation),
+            d_dimers=tuple(d_dimers),
+            conditions=current,
+            findings=findings,
+            injury_mechanism=self._mechanism(),
+            pain_score=self._pain_score(),
+            fever=tuple(self._fever(current)),
+            prior_knee_surgery=tuple(self._prior_knee_surgery(current)),
+            imaging=tuple(imaging),
+            draft_orders=drafts,
+            left_out_types=frozenset(self.record.rejected_types()),
+        )
+
+    def _age(self) -> int | None:
+        patient = self.record.patient
+        birth = to_date(getattr(patient, "birthDate", None)) if patient is not None else None
+        if birth is None:
+            return None
+        return self.today.year - birth.year - ((self.today.month, self.today.day) < (birth.month, birth.day))
+
+    def _condition_concepts(self) -> tuple[dict[str, tuple[Evidence, ...]], dict[str, tuple[Evidence, ...]]]:
+        current: dict[str, list[Evidence]] = {}
+        history: dict[str, list[Evidence]] = {}
+        for condition in self.conditions():
+            is_current = condition_is_current(condition)
+            is_history = condition_is_history(condition)
+            if not is_history:
+                continue
+            evidence = self.ev(condition, condition_onset(condition), suspected=condition_is_suspected(condition))
+            for concept in CURRENT_CONCEPTS:
+                if is_current and self.vs(concept).matches(condition.code):
+                    current.setdefault(concept, []).append(evidence)
+            for concept in HISTORY_CONCEPTS:
+                if self.vs(concept).matches(condition.code):
+                    history.setdefault(concept, []).append(evidence)
+                    if is_current:
+                        current.setdefault(concept, []).append(evidence)
+        # Locking coded as internal derangement counts only with locking words (RF-03).
+        for condition in self.conditions():
+            if condition_is_current(condition) and self.vs("internal-derangement-locking").matches(condition.code) \
+                    and any(self.vs("knee-locking").matches_text(t) for t in texts_of(condition)):
+                current.setdefault("knee-locking", []).append(self.ev(condition, condition_onset(condition)))
+        return ({k: tuple(v) for k, v in current.items()}, {k: tuple(v) for k, v in history.items()})
+
+    def _findings(self) -> dict[str, tuple[Evidence, ...]]:
+        out: dict[str, list[Evidence]] = {}
+        for observation in self.live_observations():
+            code = _finding_code(observation)
+            if code is None or not observation_positive(observation):
+                continue
+            out.setdefault(code, []).append(self.ev(observation, observation_when(observation)))
+        return {k: tuple(v) for k, v in out.items()}
+
+    def _knee_pain(self, current):
+        knee_pain: list[KneePain] = []
+        posterior: list[Evidence] = []
+        onsets: list[date] = []
+        subsites: set[str] = set()
+        swelling = False
+        for condition in self.conditions():
+            if not condition_is_current(condition):
+                continue
+            text = " ".join(texts_of(condition))
+            is_knee_pain = self.vs("knee-pain").matches(condition.code)
+            posterior_dx = self.vs("posterior-knee-diagnosis").matches(condition.code)
+            if not (is_knee_pain or posterior_dx):
+                continue
+            onset = condition_onset(condition)
+            evidence = self.ev(condition, onset, suspected=condition_is_suspected(condition))
+            location = self._location(condition, text) if is_knee_pain else "posterior"
+            sites = {name for name, pattern in _SUBSITES if pattern.search(text)}
+            for site in condition.bodySite or []:
+                codes = {c.code for c in _codings(site) if c.system == SNOMED}
+                if _MEDIAL_QUALIFIER in codes:
+                    sites.add("medial")
+                if _LATERAL_QUALIFIER in codes:
+                    sites.add("lateral")
+            if _SPRINT_KICK.search(text):
+                sites.add("sprint")
+            if is_knee_pain:
+                knee_pain.append(KneePain(evidence, location, frozenset(sites)))
+            if location == "posterior" or posterior_dx:
+                posterior.append(evidence)
+                subsites |= sites
+                swelling = swelling or bool(_SWELLING.search(text))
+                if onset is not None:
+                    onsets.append(onset)
+        if self.finding_present("pulsatile-popliteal-mass"):
+            swelling = True
+        return knee_pain, posterior, (min(onsets) if onsets else None), subsites, swelling
+
+    def finding_present(self, code: str) -> bool:
+        return any(_finding_code(o) == code and observation_positive(o) for o in self.live_observations())
+
+    def _location(self, condition: Any, text: str) -> str:
+        for site in condition.bodySite or []:
+            if any(c.system == SNOMED and c.code == _POSTERIOR_QUALIFIER for c in _codings(site)):
+                return "posterior"
+        if affirmed(text, _POSTERIOR):
+            return "posterior"
+        if _ANTERIOR.search(text):
+            return "anterior"
+        return "unknown"
+
+    def _pregnancy(self):
+        pregnant: list[Evidence] = []
+        postpartum: list[Evidence] = []
+        late: list[Evidence] = []
+        deliveries: list[tuple[date | None, Evidence]] = []
+        for condition in self.conditions():
+            if not condition_is_history(condition):
+                continue
+            onset = condition_onset(condition)
+            if self.vs("postpartum").matches(condition.code):
+                deliveries.append((onset, self.ev(condition, onset)))
+        for procedure in self.record.of("Procedure"):
+            if procedure.status == "completed" and any(_DELIVERY_TEXT.search(t) for t in texts_of(procedure)):
+                when = procedure_when(procedure)
+                deliveries.append((when, self.ev(procedure, when)))
+        for when, evidence in deliveries:
+            if when is None:
+                # An undated postpartum state on the problem list: counted (conservative).
+                if "86569001" in evidence.label or "postpartum" in evidence.label.lower():
+                    postpartum.append(evidence)
+            elif self.within(when, POSTPARTUM_DAYS):
+                postpartum.append(evidence)
+            elif self.within(when, POSTPARTUM_RISK_DAYS):
+                late.append(evidence)
+        last_delivery = max((w for w, _ in deliveries if w is not None), default=None)
+
+        status_obs = [o for o in self.live_observations() if self.vs("pregnancy-status").matches(o.code)]
+        if status_obs:
+            latest = max(status_obs, key=lambda o: observation_when(o) or date.min)
+            codes = {c.code for c in _codings(latest.valueCodeableConcept)} if latest.valueCodeableConcept else set()
+            if "60001007" in codes:  # latest says not pregnant: overrides the problem list
+                return [], postpartum, late
+            if "77386006" in codes:
+                pregnant.append(self.ev(latest, observation_when(latest), "pregnant"))
+                return pregnant, postpartum, late
+        for condition in self.conditions():
+            if not condition_is_current(condition) or not self.vs("pregnancy").matches(condition.code):
+                continue
+            onset = condition_onset(condition)
+            if onset is None or not self.within(onset, PREGNANCY_DAYS):
+                continue  # stale problem-list entry
+            if last_delivery is not None and last_delivery >= onset:
+                continue
+            pregnant.append(self.ev(condition, onset))
+        return pregnant, postpartum, late
+
+    def _drafts(self) -> tuple[DraftOrder, ...]:
+        out = []
+        for order in self.drafts:
+            modality = self.modality(order.code)
+            if modality is None and self.vs("d-dimer-order").matches(order.code):
+                modality = "d-dimer"
+            out.append(DraftOrder(ref_of(order), modality, label_of(order), self.read.side(order)))
+        return tuple(out)
+
+    def modality(self, concept: Any) -> str | None:
+        for modality, name in (("xray", "knee-xray"), ("mri", "knee-mri"), ("us-knee", "knee-us"),
+                               ("venous-duplex", "venous-duplex")):
+            if self.vs(name).matches(concept):
+                return modality
+        return None
+
+    def _leg_signs(self, current, findings, posterior, knee_pain, drafts):
+        """G-09: leg signs / DVT suspected; also the warmth and swelling/tenderness D-01 needs."""
+        painful = {e.side for e in posterior} | {k.evidence.side for k in knee_pain}
+        painful -= {"unknown"}
+        signs: list[Evidence] = []
+        swelling: list[Evidence] = []
+        warmth: list[Evidence] = []
+
+        def on_painful_side(side: str) -> bool:
+            return side in ("unknown", "both") or not painful or side in painful or "both" in painful
+
+        for condition in self.conditions():
+            if not condition_is_current(condition):
+                continue
+            onset = condition_onset(condition)
+            evidence = self.ev(condition, onset, suspected=condition_is_suspected(condition))
+            if self.vs("calf-leg-signs").matches(condition.code) and self.within(onset, LEG_SIGN_DAYS, undated=True) \
+                    and on_painful_side(evidence.side):
+                signs.append(evidence)
+                swelling.append(evidence)
+            if self.vs("dvt").matches(condition.code) and condition_is_suspected(condition):
+                signs.append(evidence)  # (c) clinician suspicion
+            if self.vs("ruptured-bakers-cyst").matches(condition.code) and self.within(onset, LEG_SIGN_DAYS, True):
+                signs.append(evidence)  # K-08: a ruptured cyst mimics DVT, so the DVT pathway runs
+            if any(_HOT_CALF.search(t) and affirmed(t, _HOT_CALF) for t in texts_of(condition)) \
+                    and self.within(onset, EXAM_DAYS, undated=True):
+                warmth.append(evidence)
+        for observation in self.live_observations():
+            when = observation_when(observation)
+            code = _finding_code(observation)
+            evidence = self.ev(observation, when)
+            if code in ("deep-vein-tenderness", "entire-leg-swollen", "pitting-oedema-symptomatic-leg",
+                        "collateral-superficial-veins", "calf-warmth") and observation_positive(observation) \
+                    and self.within(when, EXAM_DAYS, undated=True):
+                signs.append(evidence)
+                if code == "calf-warmth":
+                    warmth.append(evidence)
+                else:
+                    swelling.append(evidence)
+            elif code == "calf-circumference-difference" and self.within(when, EXAM_DAYS, undated=True):
+                cm = quantity_in(observation.valueQuantity, "cm")
+                if cm is not None and cm >= 3.0:
+                    signs.append(evidence)
+                    swelling.append(evidence)
+            elif code == "wells-dvt-score" and self.within(when, EXAM_DAYS, undated=True):
+                signs.append(evidence)  # (c) the clinician scored Wells: DVT is suspected
+            elif code is None and self.vs("calf-leg-signs").matches(observation.code) \
+                    and observation_positive(observation) and self.within(when, LEG_SIGN_DAYS, undated=True) \
+                    and on_painful_side(evidence.side):
+                signs.append(evidence)
+                swelling.append(evidence)
+            if code is None and any(affirmed(t, _HOT_CALF) for t in texts_of(observation)) \
+                    and observation_positive(observation) and self.within(when, EXAM_DAYS, undated=True):
+                warmth.append(evidence)
+                signs.append(evidence)
+        for order in drafts:
+            if order.modality in ("venous-duplex", "d-dimer"):
+                signs.append(Evidence(order.reference, f"Draft order: {order.label}", self.today, order.side))
+        return signs, warmth, swelling
+
+    def _wells_items(self, current, history, findings) -> list[WellsItem]:
+        items: list[WellsItem] = []
+
+        def add(rule: str, criterion: str, points: int, evidence: Evidence, leg: bool = False) -> None:
+            items.append(WellsItem(rule, criterion, points, evidence, leg))
+
+        # W-01 active cancer: active malignancy, treatment within 6 months, or palliative care.
+        for evidence in current.get("malignancy", ()):
+            add("W-01", "active-cancer", 1, evidence)
+        for evidence in history.get("cancer-treatment", ()) + current.get("palliative", ()):
+            if evidence.when is None or self.within(evidence.when, CANCER_TREATMENT_DAYS):
+                add("W-01", "active-cancer", 1, evidence)
+        for procedure in self.record.of("Procedure"):
+            when = procedure_when(procedure)
+            if procedure.status in ("completed", "in-progress") and \
+                    any(_TREATMENT_TEXT.search(t) for t in texts_of(procedure)) and self.within(when, CANCER_TREATMENT_DAYS):
+                add("W-01", "active-cancer", 1, self.ev(procedure, when))
+        for request in self.record.of("MedicationRequest"):
+            when = to_date(request.authoredOn)
+            if request.status in ("active", "completed") and self._med_matches(request, self.vs("cancer-treatment")) \
+                    and self.within(when, CANCER_TREATMENT_DAYS, undated=request.status == "active"):
+                add("W-01", "active-cancer", 1, Evidence(ref_of(request), self._med_label(request), when))
+        # W-02 paralysis, paresis or recent plaster immobilisation.
+        for evidence in current.get("leg-paralysis", ()):
+            add("W-02", "paralysis-or-immobilisation", 1, evidence)
+        for procedure in self.record.of("Procedure"):
+            when = procedure_when(procedure)
+            if procedure.status in ("completed", "in-progress") and \
+                    self.vs("immobilisation-procedure").matches(procedure.code) and self.within(when, IMMOBILISATION_DAYS):
+                add("W-02", "paralysis-or-immobilisation", 1, self.ev(procedure, when))
+        for evidence in findings.get("leg-immobilisation", ()):
+            if self.within(evidence.when, IMMOBILISATION_DAYS, undated=True):
+                add("W-02", "paralysis-or-immobilisation", 1, evidence)
+        # W-03 bedridden >= 3 days or major surgery within 12 weeks.
+        for procedure in self.record.of("Procedure"):
+            when = procedure_when(procedure)
+            if procedure.status != "completed" or self.modality(procedure.code) is not None:
+                continue  # imaging is not surgery
+            if self.vs("immobilisation-procedure").matches(procedure.code) and \
+                    not self.vs("major-surgery").matches_text(label_of(procedure)):
+                continue
+            if self._is_surgery(procedure) and self.within(when, WELLS_SURGERY_DAYS):
+                add("W-03", "bedridden-or-major-surgery", 1, self.ev(procedure, when, f"{(self.today - when).days} days ago"))
+        for evidence in history.get("recent-knee-arthroplasty", ()):
+            if self.within(evidence.when, WELLS_SURGERY_DAYS):
+                add("W-03", "bedridden-or-major-surgery", 1, evidence)
+        for evidence in current.get("bedridden", ()):
+            if self.within(evidence.when, BEDRIDDEN_DAYS, undated=True):
+                add("W-03", "bedridden-or-major-surgery", 1, evidence)
+        for encounter in self.record.of("Encounter"):
+            if self._long_inpatient_stay(encounter):
+                period = encounter.period
+                add("W-03", "bedridden-or-major-surgery", 1,
+                    Evidence(ref_of(encounter), "Inpatient stay of 3 days or more", to_date(period.end)))
+        # W-04..W-08 examination findings (symptomatic leg only).
+        for code, rule, criterion in (
+            ("deep-vein-tenderness", "W-04", "deep-vein-tenderness"),
+            ("entire-leg-swollen", "W-05", "entire-leg-swollen"),
+            ("pitting-oedema-symptomatic-leg", "W-07", "pitting-oedema"),
+            ("collateral-superficial-veins", "W-08", "collateral-superficial-veins"),
+        ):
+            for evidence in findings.get(code, ()):
+                if self.within(evidence.when, EXAM_DAYS, undated=True):
+                    add(rule, criterion, 1, evidence, leg=True)
+        for observation in self.live_observations():
+            when = observation_when(observation)
+            if not self.within(when, EXAM_DAYS, undated=True):
+                continue
+            if _finding_code(observation) is None and "80068009" in {c.code for c in _codings(observation.code)} \
+                    and any(_LOWER_LIMB in {c.code for c in _codings(s)} for s in body_sites(observation)) \
+                    and observation_positive(observation):
+                add("W-05", "entire-leg-swollen", 1, self.ev(observation, when), leg=True)
+            if _finding_code(observation) == "calf-circumference-difference":
+                cm = quantity_in(observation.valueQuantity, "cm")
+                if cm is not None and cm >= 3.0:  # NICE: "at least 3 cm"
+                    add("W-06", "calf-swelling-3cm", 1, self.ev(observation, when, f"{cm:.1f} cm"), leg=True)
+        items += self._paired_calf_measurements()
+        for condition in self.conditions():
+            if condition_is_current(condition) and "80068009" in {c.code for c in _codings(condition.code)} and any(
+                    _LOWER_LIMB in {c.code for c in _codings(s)} for s in body_sites(condition)):
+                onset = condition_onset(condition)
+                if self.within(onset, LEG_SIGN_DAYS, undated=True):
+                    add("W-05", "entire-leg-swollen", 1, self.ev(condition, onset), leg=True)
+        # W-09 previously documented DVT (confirmed; any clinical status).
+        for concept in ("dvt", "dvt-upper-limb", "history-of-dvt"):
+            for evidence in history.get(concept, ()):
+                if not evidence.suspected:
+                    add("W-09", "previous-dvt", 1, evidence)
+        # W-10 alternative diagnosis at least as likely: only when the clinician recorded it.
+        for evidence in findings.get("wells-alternative-diagnosis", ()):
+            add("W-10", "alternative-diagnosis", -2, evidence)
+        return items
+
+    def _paired_calf_measurements(self) -> list[WellsItem]:
+        by_day: dict[date, dict[str, tuple[float, Any]]] = {}
+        for observation in self.live_observations():
+            if _finding_code(observation) or not any(_CALF_CIRCUMFERENCE.search(t) for t in texts_of(observation)):
+                continue
+            when = observation_when(observation)
+            cm = quantity_in(observation.valueQuantity, "cm")
+            side = self.read.side(observation)
+            if when is None or cm is None or side not in ("left", "right") or not self.within(when, EXAM_DAYS):
+                continue
+            by_day.setdefault(when, {})[side] = (cm, observation)
+        items = []
+        for when, sides in by_day.items():
+            if set(sides) == {"left", "right"}:
+                (lcm, lobs), (rcm, robs) = sides["left"], sides["right"]
+                bigger, cm, obs = ("right", rcm - lcm, robs) if rcm >= lcm else ("left", lcm - rcm, lobs)
+                if cm >= 3.0:
+                    evidence = Evidence(ref_of(obs), "Calf circumference difference (paired measurements)", when,
+                                        bigger, f"{cm:.1f} cm")
+                    items.append(WellsItem("W-06", "calf-swelling-3cm", 1, evidence, True))
+        return items
+
+    def _is_surgery(self, procedure: Any) -> bool:
+        if self.vs("major-surgery").matches(procedure.code):
+            return True
+        category = getattr(procedure, "category", None)
+        return category is not None and "387713003" in {c.code for c in _codings(category)}
+
+    def _long_inpatient_stay(self, encounter: Any) -> bool:
+        klass = getattr(encounter, "class_fhir", None) or getattr(encounter, "class", None)
+        if klass is None or klass.code not in ("IMP", "ACUTE", "NONAC"):
+            return False
+        period = encounter.period
+        if period is None or period.start is None or period.end is None:
+            return False
+        start, end = to_date(period.start), to_date(period.end)
+        return (end - start).days >= 3 and self.within(end, BEDRIDDEN_DAYS)
+
+    def _med_label(self, request: Any) -> str:
+        concept = request.medicationCodeableConcept
+        if concept is not None:
+            if concept.text:
+                return concept.text
+            for coding in _codings(concept):
+                if coding.display:
+                    return coding.display
+        return "MedicationRequest"
+
+    def _med_matches(self, request: Any, value_set: ValueSet) -> bool:
+        concept = request.medicationCodeableConcept
+        if concept is not None and value_set.matches(concept):
+            return True
+        if request.medicationReference is not None and request.medicationReference.display:
+            return value_set.matches_text(request.medicationReference.display)
+        return False
+
+    def _anticoagulation(self, current) -> list[Evidence]:
+        out = list(current.get("anticoagulant", ()))
+        for request in self.record.of("MedicationRequest"):
+            if request.status == "active" and self._med_matches(request, self.vs("anticoagulant")):
+                out.append(Evidence(ref_of(request), self._med_label(request), to_date(request.authoredOn)))
+        return out
+
+    def _recent_dvt(self, history, anticoagulation) -> list[Evidence]:
+        """D-08: a confirmed DVT of the leg in the last 90 days, or anticoagulation with a DVT on record."""
+        confirmed = [e for e in history.get("dvt", ()) if not e.suspected]
+        recent = [e for e in confirmed if e.when is not None and self.within(e.when, RECENT_DVT_DAYS)]
+        if anticoagulation and (confirmed or history.get("history-of-dvt")):
+            recent += anticoagulation
+        return recent
+
+    def _d_dimers(self) -> list[DDimer]:
+        out = []
+        for observation in self.live_observations():
+            if not self.vs("d-dimer").matches(observation.code):
+                continue
+            at = observation.effectiveDateTime or observation.issued
+            out.append(DDimer(self.ev(observation, observation_when(observation), _value_text(observation)),
+                              at, ddimer_positive(observation)))
+        return out
+
+    def _imaging(self) -> list[ImagingOnRecord]:
+        results = []
+        reports = []
+        for report in self.record.of("DiagnosticReport"):
+            if report.status in ("entered-in-error", "cancelled"):
+                continue
+            modality = self.modality(report.code)
+            if modality:
+                when = to_date(report.effectiveDateTime) or to_date(report.issued)
+                reports.append((modality, when, report))
+        result_observations = []
+        for observation in self.live_observations():
+            modality = self.modality(observation.code)
+            if modality:
+                result_observations.append((modality, observation_when(observation), observation))
+        for procedure in self.record.of("Procedure"):
+            if procedure.status != "completed":
+                continue
+            modality = self.modality(procedure.code)
+            if not modality:
+                continue
+            when = procedure_when(procedure)
+            result = _text_result(" ".join(texts_of(procedure)))
+            if result == "unknown":
+                result = self._linked_result(modality, when, reports, result_observations)
+            results.append(ImagingOnRecord(modality, self.ev(procedure, when), result))
+        for modality, when, report in reports:
+            results.append(ImagingOnRecord(modality, self.ev(report, when), _report_result(report)))
+        return results
+
+    def _linked_result(self, modality, when, reports, observations) -> str:
+        for other_modality, other_when, report in reports:
+            if other_modality == modality and _near(when, other_when):
+                return _report_result(report)
+        for other_modality, other_when, observation in observations:
+            if other_modality == modality and _near(when, other_when):
+                return _observation_result(observation)
+        return "unknown"
+
+    def _mechanism(self) -> str | None:
+        for observation in self.live_observations():
+            if _finding_code(observation) == "injury-mechanism":
+                value = observation.valueString or (observation.valueCodeableConcept.text
+                                                    if observation.valueCodeableConcept else None)
+                if value:
+                    return value.strip().lower()
+        return None
+
+    def _pain_score(self) -> Evidence | None:
+        scores = []
+        for observation in self.live_observations():
+            if self.vs("pain-score").matches(observation.code):
+                value = observation.valueQuantity.value if observation.valueQuantity is not None else \
+                    observation.valueInteger
+                if value is not None:
+                    scores.append((observation_when(observation) or date.min, float(value), observation))
+        if not scores:
+            return None
+        when, value, observation = max(scores, key=lambda s: s[0])
+        return self.ev(observation, observation_when(observation), f"{value:g}/10")
+
+    def _fever(self, current) -> list[Evidence]:
+        out = [e for e in current.get("fever", ()) if self.within(e.when, 2, undated=True)]
+        for observation in self.live_observations():
+            if self.vs("body-temperature").matches(observation.code) and observation.valueQuantity is not None:
+                celsius = float(observation.valueQuantity.value)
+                unit = observation.valueQuantity.code or observation.valueQuantity.unit or "Cel"
+                if unit in ("[degF]", "degF", "°F"):
+                    celsius = (celsius - 32) * 5 / 9
+                when = observation_when(observation)
+                at = observation.effectiveDateTime
+                recent = (self.now - at).total_seconds() <= 48 * 3600 if isinstance(at, datetime) else \
+                    self.within(when, 2)
+                if celsius >= 38.0 and recent:
+                    out.append(self.ev(observation, when, f"{celsius:.1f} °C"))
+        return out
+
+    def _prior_knee_surgery(self, current) -> list[Evidence]:
+        out = list(current.get("knee-prosthesis", ()))
+        for procedure in self.record.of("Procedure"):
+            if procedure.status == "completed" and self.modality(procedure.code) is None and \
+                    self._is_surgery(procedure) and any(_KNEE_TEXT.search(t) for t in texts_of(procedure)):
+                out.append(self.ev(procedure, procedure_when(procedure)))
+        return out
+
+    def _risk_factors(self, current, history, findings, pregnant, postpartum, late, age, wells):
+        risks: list[tuple[str, str, Evidence]] = []
+        bmi = self._bmi()
+        if bmi is not None and bmi[0] >= 30.0 and (age is None or age >= 18):
+            risks.append(("R-01", "Obesity", bmi[1]))
+        for evidence in current.get("obesity", ()):
+            risks.append(("R-01", "Obesity", evidence))
+        for item in wells:
+            if item.rule == "W-01":
+                risks.append(("R-02", "Active cancer", item.evidence))
+            elif item.rule == "W-03":
+                risks.append(("R-03", "Recent surgery, hospital stay or immobility", item.evidence))
+        for evidence in findings.get("long-haul-travel", ()):
+            if self.within(evidence.when, TRAVEL_DAYS):
+                risks.append(("R-04", "Long-haul travel (more than 4 hours seated)", evidence))
+        for evidence in pregnant:
+            risks.append(("R-05", "Pregnancy", evidence))
+        for evidence in postpartum:
+            risks.append(("R-05", "Postpartum (6 weeks or less)", evidence))
+        for evidence in late:
+            risks.append(("R-05", "Postpartum 6-12 weeks (risk still raised)", evidence))
+        oestrogen = list(current.get("oestrogen", ()))
+        for request in self.record.of("MedicationRequest"):
+            if request.status == "active" and self._med_matches(request, self.vs("oestrogen")):
+                oestrogen.append(Evidence(ref_of(request), self._med_label(request), to_date(request.authoredOn)))
+        for evidence in oestrogen:
+            risks.append(("R-06", "Oestrogen-containing contraception or HRT", evidence))
+        for concept in ("dvt", "dvt-upper-limb", "history-of-dvt", "pe"):
+            for evidence in history.get(concept, ()):
+                if not evidence.suspected:
+                    risks.append(("R-07", "Previous venous thromboembolism", evidence))
+        for evidence in current.get("thrombophilia", ()):
+            risks.append(("R-08", "Thrombophilia", evidence))
+        return risks
+
+    def _bmi(self) -> tuple[float, Evidence] | None:
+        """G-07: latest BMI; else computed from the latest weight and height; rounded to 1 decimal."""
+        def latest(name: str):
+            found = [(observation_when(o) or date.min, o) for o in self.live_observations()
+                     if self.vs(name).matches(o.code) and o.valueQuantity is not None]
+            return max(found, key=lambda f: f[0])[1] if found else None
+
+        recorded = latest("bmi")
+        if recorded is not None:
+            value = round(float(recorded.valueQuantity.value), 1)
+            return value, self.ev(recorded, observation_when(recorded), f"BMI {value:.1f} kg/m²")
+        weight, height = latest("body-weight"), latest("body-height")
+        if weight is None or height is None:
+            return None
+        kg, metres = quantity_in(weight.valueQuantity, "kg"), quantity_in(height.valueQuantity, "m")
+        if not kg or not metres:
+            return None
+        value = round(kg / (metres * metres), 1)
+        return value, Evidence(ref_of(weight), "Body mass index (from weight and height)",
+                               observation_when(weight), value=f"BMI {value:.1f} kg/m²")
+
+
+def _value_text(observation: Any) -> str | None:
+    if observation.valueQuantity is not None:
+        q = observation.valueQuantity
+        return f"{q.value:g} {q.unit or q.code or ''}".strip()
+    if observation.valueString:
+        return observation.valueString
+    if observation.valueCodeableConcept is not None:
+        return observation.valueCodeableConcept.text or next(
+            (c.display or c.code for c in _codings(observation.valueCodeableConcept)), None)
+    return None
+
+
+def ddimer_positive(observation: Any) -> bool | None:
+    """Positive or negative from the Observation's own interpretation or reference range (codes.md §7)."""
+    for interpretation in observation.interpretation or []:
+        codes = {c.code for c in _codings(interpretation)}
+        if codes & {"H", "HH", "A", "AA", "POS", "DET"}:
+            return True
+        if codes & {"N", "NEG", "ND", "L"}:
+            return False
+    q = observation.valueQuantity
+    if q is not None and q.value is not None:
+        for reference in observation.referenceRange or []:
+            if reference.high is not None and reference.high.value is not None:
+                return float(q.value) > float(reference.high.value)
+    if observation.valueCodeableConcept is not None:
+        codes = {c.code for c in _codings(observation.valueCodeableConcept)}
+        if codes & {"10828004", "POS"}:
+            return True
+        if codes & {"260385009", "NEG"}:
+            return False
+    if observation.valueString:
+        text = observation.valueString.lower()
+        if "positive" in text or "raised" in text or "elevated" in text:
+            return True
+        if "negative" in text or "normal" in text:
+            return False
+    return None
+
+
+def _text_result(text: str) -> str:
+    if not text:
+        return "unknown"
+    if _NORMAL_RESULT.search(text):
+        return "normal"
+    return "unknown"
+
+
+def _report_result(report: Any) -> str:
+    text = " ".join([report.conclusion or ""] + [c.text or "" for c in report.conclusionCode or []] +
+                    [d.display or "" for c in report.conclusionCode or [] for d in _codings(c)])
+    if not text.strip():
+        return "unknown"
+    if _NORMAL_RESULT.search(text):
+        return "effusion-only" if _EFFUSION_ONLY.search(text) and "no effusion" not in text.lower() else "normal"
+    if _EFFUSION_ONLY.search(text) and re.search(r"\bonly\b|\bsmall\b|\bsole\b", text, re.I):
+        return "effusion-only"
+    return "abnormal"
+
+
+def _observation_result(observation: Any) -> str:
+    for interpretation in observation.interpretation or []:
+        codes = {c.code for c in _codings(interpretation)}
+        if "N" in codes:
+            return "normal"
+        if codes & {"A", "AA", "H", "L", "HH", "LL"}:
+            return "abnormal"
+    if observation.valueString:
+        return _text_result(observation.valueString) if _NORMAL_RESULT.search(observation.valueString) else "abnormal"
+    return "unknown"
+
+
+def _near(a: date | None, b: date | None) -> bool:
+    return a is not None and b is not None and timedelta(0) <= (b - a) <= timedelta(days=7)
+
+
+__all__ = ["PatientFacts", "Evidence", "WellsItem", "DraftOrder", "ImagingOnRecord", "DDimer", "build_facts",
+           "LOINC"]

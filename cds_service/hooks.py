@@ -33,7 +33,7 @@ def call_service(service_id: str):
         body["context"],
         data.resources,
         rt.knowledge,
-        rt.clock().date(),
+        rt.clock(),
         gaps=data.gaps,
         card_builder=rt.card_builder,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -33,6 +34,7 @@ class Knowledge:
     source_dir: Path
     cards: dict[str, Any]
     value_sets: dict[str, ValueSet]
+    laterality: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = ()
 
     def card(self, card_id: str) -> dict[str, Any]:
         return self.cards["cards"][card_id]
@@ -40,15 +42,31 @@ class Knowledge:
     def vs(self, name: str) -> ValueSet:
         return self.value_sets[name]
 
+    def icd_side(self, code: str) -> str | None:
+        """Side from an ICD-10-CM code by its family (rules.md G-06); None when no family knows it."""
+        key = code.replace(".", "").upper()
+        for pattern, sides in self.laterality:
+            match = pattern.match(key)
+            if match:
+                char = match.group(1) if match.groups() else ""
+                return sides.get(char, "unknown")
+        return None
+
 
 def load_knowledge(configured_dir: str | None = None) -> Knowledge:
     folder = locate_cards_dir(configured_dir)
     try:
         cards = tomllib.loads((folder / "cards.toml").read_text(encoding="utf-8"))
         value_sets = json.loads((folder / "valuesets.json").read_text(encoding="utf-8"))
+        laterality = json.loads((folder / "laterality.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise KnowledgeError(f"cannot read card definitions in {folder}: {exc}") from exc
-    for schema, document in (("card-definitions.schema.json", cards), ("valuesets.schema.json", value_sets)):
+    documents = (
+        ("card-definitions.schema.json", cards),
+        ("valuesets.schema.json", value_sets),
+        ("laterality.schema.json", laterality),
+    )
+    for schema, document in documents:
         errors = sorted(make_validator(schema).iter_errors(document), key=lambda e: list(e.absolute_path))
         if errors:
             where = "/".join(str(p) for p in errors[0].absolute_path)
@@ -61,4 +79,10 @@ def load_knowledge(configured_dir: str | None = None) -> Knowledge:
             raise KnowledgeError(f"card {card_id} names unknown override reason set {reasons}")
         if card["indicator"] in ("warning", "critical") and not reasons:
             raise KnowledgeError(f"{card['indicator']} card {card_id} must offer override reasons")
-    return Knowledge(folder, cards, load_value_sets(value_sets))
+    from .facts import REQUIRED_VALUE_SETS  # the facts step names what it reads
+
+    missing = sorted(set(REQUIRED_VALUE_SETS) - set(value_sets))
+    if missing:
+        raise KnowledgeError(f"{folder}/valuesets.json lacks value sets the rules read: {', '.join(missing)}")
+    families = tuple((re.compile(f["pattern"]), f["sides"]) for f in laterality)
+    return Knowledge(folder, cards, load_value_sets(value_sets), families)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import datetime
 from typing import Any
 
 from . import rules
@@ -49,15 +49,15 @@ def decide(
     context: dict[str, Any],
     patient_resources: tuple[dict[str, Any], ...] | list[dict[str, Any]],
     knowledge: Knowledge,
-    today: date,
+    now: datetime,
     gaps: tuple[DataGap, ...] = (),
     card_builder: CardBuilder | None = None,
 ) -> Decision:
     record = parse_record(list(patient_resources) + draft_order_resources(context, hook))
     drafts = tuple(r for r in record.of("ServiceRequest") if r.status == "draft")
-    facts = build_facts(record, knowledge, today, drafts)
-    findings = rules.evaluate(facts, hook, facts.draft_orders)
+    facts = build_facts(record, knowledge, now, drafts)
     builder = card_builder or CardBuilder(knowledge)
-    cards = [builder.build(f, context["patientId"], record.rejected) for f in findings]
+    findings = rules.evaluate(facts, hook, builder.modality_of())
+    cards = [builder.build(f, context["patientId"], record.rejected, facts.today) for f in findings]
     cards.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
     return Decision(cards, record.rejected, gaps)

@@ -14,7 +14,7 @@ def test_evaluate_prints_readable_cards_with_their_trigger(capsys):
                  "--now", "2026-11-20"]) == 0
     out = capsys.readouterr().out
     assert "[WARNING] imaging-appropriateness:" in out
-    assert "2026-08-01" in out
+    assert "2026-08-12" in out
     assert "Suggestion: Order weight-bearing knee X-ray instead of the MRI" in out
 
 
@@ -39,7 +39,7 @@ def test_validate_reports_invalid_resources_and_fails(tmp_path, capsys):
     path.write_text(json.dumps(bundle))
     assert main(["validate", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "INVALID Condition/knee-pain-1: onsetDateTime" in out
+    assert "INVALID Condition/cond-1: onsetDateTime" in out
 
 
 def test_validate_passes_every_shipped_example(capsys):
@@ -53,4 +53,5 @@ def test_the_request_command_builds_a_body_the_service_accepts(client, capsys):
     body = json.loads(capsys.readouterr().out)
     response = client.post("/cds-services/posterior-knee-pain", json=body)
     assert response.status_code == 200
-    assert [c["source"]["topic"]["code"] for c in response.get_json()["cards"]] == ["differential"]
+    assert [c["source"]["topic"]["code"] for c in response.get_json()["cards"]] == ["imaging", "differential",
+                                                                                  "assessment"]

@@ -4,6 +4,8 @@ response keeps the CDS Hooks 2.0 and card-contract shape."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -18,7 +20,7 @@ from .conftest import EXAMPLES, example_request, load_json, service_for
 
 MANIFEST = load_json(EXAMPLES / "manifest.json")
 CASES = [(name, hook, spec["today"], expected)
-         for name, spec in MANIFEST.items() for hook, expected in spec["expect"].items()]
+         for name, spec in MANIFEST["examples"].items() for hook, expected in spec["expect"].items()]
 IDS = [f"{name}:{hook}" for name, hook, _, _ in CASES]
 RESPONSE_SCHEMA = make_validator("response.schema.json")
 
@@ -34,20 +36,39 @@ def _post(tmp_path, name: str, hook: str, today: str) -> dict[str, Any]:
     return response.get_json()
 
 
+def _wells(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
+    found = [c["extension"]["pkp-wells"] for c in cards if "pkp-wells" in c.get("extension", {})]
+    return {k: found[0][k] for k in ("score", "leg", "criteria")} if found else None
+
+
 def test_every_example_bundle_is_in_the_manifest():
     bundles = {p.name for p in EXAMPLES.glob("*.json") if p.name != "manifest.json"}
-    assert bundles == set(MANIFEST)
+    assert bundles == set(MANIFEST["examples"])
+
+
+def test_the_committed_examples_are_what_the_generator_writes():
+    result = subprocess.run([sys.executable, str(EXAMPLES / "make_examples.py"), "--check"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout
 
 
 @pytest.mark.parametrize(("name", "hook", "today", "expected"), CASES, ids=IDS)
 def test_http_response_matches_the_manifest(tmp_path, name, hook, today, expected):
-    assert _summary(_post(tmp_path, name, hook, today)["cards"]) == expected["cards"]
+    cards = _post(tmp_path, name, hook, today)["cards"]
+    assert _summary(cards) == expected["cards"]
+    if "wells" in expected:
+        assert _wells(cards) == expected["wells"]
+    if not any(c["topic"].startswith("dvt-") for c in expected["cards"]):
+        assert _wells(cards) is None
 
 
 @pytest.mark.parametrize(("name", "hook", "today", "expected"), CASES, ids=IDS)
 def test_cli_prints_the_same_cards(capsys, name, hook, today, expected):
     assert cli_main(["evaluate", str(EXAMPLES / name), "--hook", hook, "--now", today, "--json"]) == 0
-    assert _summary(json.loads(capsys.readouterr().out)["cards"]) == expected["cards"]
+    cards = json.loads(capsys.readouterr().out)["cards"]
+    assert _summary(cards) == expected["cards"]
+    if "wells" in expected:
+        assert _wells(cards) == expected["wells"]
 
 
 def _walk(value: Any, path: str = "$"):
@@ -67,7 +88,10 @@ def test_response_is_valid_cds_hooks_with_no_empty_values(tmp_path, name, hook, 
     assert not errors
     for path, value in _walk(body):
         assert value is not None, f"null at {path}"
-        assert value not in ("", [], {}) or path == "$.cards", f"empty value at {path}"
+        # Allowed empty: no cards at all, and a Wells result with no positive criterion (the contract's
+        # `criteria` lists the positive items; an empty list says "none", which a reader needs).
+        allowed = path == "$.cards" or path.endswith(".pkp-wells.criteria")
+        assert value not in ("", [], {}) or allowed, f"empty value at {path}"
     uuids = [c["uuid"] for c in body["cards"]] + [s["uuid"] for c in body["cards"] for s in c.get("suggestions", [])]
     assert len(uuids) == len(set(uuids))
     for value in uuids:
@@ -98,7 +122,7 @@ def test_the_mri_card_replaces_the_draft_with_an_orderable_xray(tmp_path):
     assert systems["http://loinc.org"] == "24805-4"
     assert request["status"] == "draft" and request["intent"] == "proposal"
     assert request["subject"] == {"reference": "Patient/pkp-chronic-01"}
-    assert request["reasonReference"] == [{"reference": "Condition/knee-pain-1"}]
+    assert request["reasonReference"] == [{"reference": "Condition/cond-1"}]
     right = {"system": "http://snomed.info/sct", "code": "24028007", "display": "Right"}
     assert right in request["bodySite"][0]["coding"]
 
@@ -106,6 +130,6 @@ def test_the_mri_card_replaces_the_draft_with_an_orderable_xray(tmp_path):
 def test_cards_explain_what_triggered_them_with_dates_and_source(tmp_path):
     body = _post(tmp_path, "chronic-posterior-knee-pain.json", "order-select", "2026-11-20")
     card = body["cards"][0]
-    assert "2026-08-01" in card["detail"] and "Condition/knee-pain-1" in card["detail"]
+    assert "2026-08-12" in card["detail"] and "Condition/cond-1" in card["detail"]
     assert card["source"]["label"].startswith("ACR Appropriateness Criteria")
     assert card["source"]["url"].startswith("https://")

@@ -17,10 +17,8 @@ TS = "2026-11-20T10:05:31Z"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def feedback_app(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fb.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
+    sqlite = f"sqlite:///{tmp_path / 'fb.sqlite3'}"
+    url = sqlite if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     app = create_app(Settings(database_url=url, now="2026-11-20"))
     yield app
     app.extensions["knee_cds"].store.dispose()
