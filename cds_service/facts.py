@@ -417,7 +417,8 @@ HISTORY_CONCEPTS = ("dvt", "dvt-upper-limb", "history-of-dvt", "pe", "malignancy
 REQUIRED_VALUE_SETS = tuple(sorted(set(CURRENT_CONCEPTS) | set(HISTORY_CONCEPTS) | {
     "knee-pain", "posterior-knee-diagnosis", "calf-leg-signs", "ruptured-bakers-cyst", "immobilisation-procedure",
     "major-surgery", "d-dimer", "d-dimer-order", "knee-xray", "knee-mri", "knee-us", "venous-duplex", "pain-score",
-    "body-temperature", "bmi", "body-weight", "body-height", "pregnancy-status", "internal-derangement-locking"}))
+    "body-temperature", "bmi", "body-weight", "body-height", "pregnancy-status", "internal-derangement-locking",
+    "thrombophlebitis-unspecified"}))
 
 
 def build_facts(
@@ -684,7 +685,8 @@ class _Builder:
                     and on_painful_side(evidence.side):
                 signs.append(evidence)
                 swelling.append(evidence)
-            if self.vs("dvt").matches(condition.code) and condition_is_suspected(condition):
+            if (self.vs("dvt").matches(condition.code) and condition_is_suspected(condition)) or \
+                    self.vs("thrombophlebitis-unspecified").matches(condition.code):
                 signs.append(evidence)  # (c) clinician suspicion
             if self.vs("ruptured-bakers-cyst").matches(condition.code) and self.within(onset, LEG_SIGN_DAYS, True):
                 signs.append(evidence)  # K-08: a ruptured cyst mimics DVT, so the DVT pathway runs
@@ -846,7 +848,9 @@ class _Builder:
         return category is not None and "387713003" in {c.code for c in _codings(category)}
 
     def _long_inpatient_stay(self, encounter: Any) -> bool:
-        klass = getattr(encounter, "class_fhir", None) or getattr(encounter, "class", None)
+        if encounter.status in ("entered-in-error", "cancelled", "planned"):
+            return False
+        klass = getattr(encounter, "class_fhir", None)
         if klass is None or klass.code not in ("IMP", "ACUTE", "NONAC"):
             return False
         period = encounter.period
