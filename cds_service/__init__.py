@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import httpx
 from flask import Flask
 
+from .auth import JwtVerifier, load_issuers
 from .cards import CardBuilder
 from .fhir_client import FhirClient
 from .knowledge import Knowledge, load_knowledge
@@ -31,6 +32,7 @@ class Runtime:
     store: FeedbackStore
     clock: Callable[[], datetime]
     card_builder: CardBuilder
+    verifier: JwtVerifier | None
 
 
 def runtime(app: Flask) -> Runtime:
@@ -53,6 +55,15 @@ def create_app(
     if clock is None:
         clock = (lambda: fixed) if fixed else (lambda: datetime.now(UTC))
     knowledge = load_knowledge(settings.cards_dir)
+    verifier = None
+    if settings.auth == "jwt":
+        if not settings.trusted_issuers:
+            raise RuntimeError("KNEE_CDS_AUTH=jwt needs KNEE_CDS_TRUSTED_ISSUERS (the trusted-issuer file)")
+        verifier = JwtVerifier(load_issuers(settings.trusted_issuers))
+    elif settings.auth != "off":
+        raise RuntimeError(f"KNEE_CDS_AUTH must be 'jwt' or 'off', not {settings.auth!r}")
+    else:
+        logging.getLogger(__name__).warning("client authentication is off (KNEE_CDS_AUTH=off): development only")
     app.extensions["knee_cds"] = Runtime(
         settings=settings,
         knowledge=knowledge,
@@ -61,6 +72,7 @@ def create_app(
         store=FeedbackStore(settings.database_url),
         clock=clock,
         card_builder=CardBuilder(knowledge),
+        verifier=verifier,
     )
 
     from . import discovery, feedback, hooks, http

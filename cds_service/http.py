@@ -37,11 +37,23 @@ def _error_response(status: int, outcome: dict[str, Any]) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    allow_origin = app.extensions["knee_cds"].settings.cors_allow_origin
+    runtime = app.extensions["knee_cds"]
+    allow_origin = runtime.settings.cors_allow_origin
+
+    @app.before_request
+    def authenticate() -> None:
+        # Preflights carry no credentials by design; everything under /cds-services needs the JWT.
+        if runtime.verifier is None or request.method == "OPTIONS" or not request.path.startswith("/cds-services"):
+            return
+        base = (runtime.settings.public_base_url or request.host_url).rstrip("/")
+        runtime.verifier.verify(request.headers.get("Authorization"), audience=base + request.path)
 
     @app.errorhandler(CdsError)
     def handle_cds_error(exc: CdsError) -> Response:
-        return _error_response(exc.status, exc.to_operation_outcome())
+        response = _error_response(exc.status, exc.to_operation_outcome())
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="cds-services"'
+        return response
 
     @app.errorhandler(HTTPException)
     def handle_http_error(exc: HTTPException) -> Response:

@@ -46,6 +46,21 @@ class Settings:
         "Folder of card definitions and value sets; unset = the copy shipped with the package.",
     )
     log_level: str = _setting("INFO", "KNEE_CDS_LOG_LEVEL", "Python logging level of the service.")
+    auth: str = _setting(
+        "off",
+        "KNEE_CDS_AUTH",
+        "'jwt' to require a CDS Hooks client JWT on every call (production); 'off' for local development.",
+    )
+    trusted_issuers: str | None = _setting(
+        None,
+        "KNEE_CDS_TRUSTED_ISSUERS",
+        "JSON file listing the trusted JWT issuers and their JWK Sets (needed when KNEE_CDS_AUTH=jwt).",
+    )
+    public_base_url: str | None = _setting(
+        None,
+        "KNEE_CDS_PUBLIC_BASE_URL",
+        "Base URL clients call (e.g. https://cds.example.org), for the JWT aud check; unset = the request's host.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
