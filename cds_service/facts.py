@@ -966,7 +966,8 @@ class _Builder:
     def _fever(self, current) -> list[Evidence]:
         out = [e for e in current.get("fever", ()) if self.within(e.when, 2, undated=True)]
         for observation in self.live_observations():
-            if self.vs("body-temperature").matches(observation.code) and observation.valueQuantity is not None:
+            if self.vs("body-temperature").matches(observation.code) and observation.valueQuantity is not None \
+                    and observation.valueQuantity.value is not None:
                 celsius = float(observation.valueQuantity.value)
                 unit = observation.valueQuantity.code or observation.valueQuantity.unit or "Cel"
                 if unit in ("[degF]", "degF", "°F"):
@@ -1026,7 +1027,8 @@ class _Builder:
         """G-07: latest BMI; else computed from the latest weight and height; rounded to 1 decimal."""
         def latest(name: str):
             found = [(observation_when(o) or date.min, o) for o in self.live_observations()
-                     if self.vs(name).matches(o.code) and o.valueQuantity is not None]
+                     if self.vs(name).matches(o.code) and o.valueQuantity is not None
+                     and o.valueQuantity.value is not None]
             return max(found, key=lambda f: f[0])[1] if found else None
 
         recorded = latest("bmi")
@@ -1045,7 +1047,7 @@ class _Builder:
 
 
 def _value_text(observation: Any) -> str | None:
-    if observation.valueQuantity is not None:
+    if observation.valueQuantity is not None and observation.valueQuantity.value is not None:
         q = observation.valueQuantity
         return f"{q.value:g} {q.unit or q.code or ''}".strip()
     if observation.valueString:
