@@ -4,6 +4,7 @@ response keeps the CDS Hooks 2.0 and card-contract shape."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -16,7 +17,7 @@ from cds_service import Settings, create_app
 from cds_service.cli import main as cli_main
 from cds_service.validation import make_validator
 
-from .conftest import EXAMPLES, example_request, load_json, service_for
+from .conftest import EXAMPLES, SHARED, example_request, load_json, service_for
 
 MANIFEST = load_json(EXAMPLES / "manifest.json")
 CASES = [(name, hook, spec["today"], expected)
@@ -133,3 +134,12 @@ def test_cards_explain_what_triggered_them_with_dates_and_source(tmp_path):
     assert "2026-08-12" in card["detail"] and "Condition/cond-1" in card["detail"]
     assert card["source"]["label"].startswith("ACR Appropriateness Criteria")
     assert card["source"]["url"].startswith("https://")
+
+
+def test_the_samples_cover_every_topic_of_the_card_contract():
+    contract = (SHARED / "clinical" / "card-contract.md").read_text(encoding="utf-8")
+    topics = set(re.findall(r"^\| `([a-z-]+)` \|", contract, re.M)) - {"posterior-knee-pain", "knee-imaging-select",
+                                                                        "knee-imaging-sign"}
+    covered = {c["topic"] for _, _, _, expected in CASES for c in expected["cards"]}
+    assert len(topics) == 10
+    assert topics <= covered, topics - covered
