@@ -1,4 +1,5 @@
-"""Hook latency benchmark: patient-view and order-sign with full prefetch, in process.
+"""Hook latency benchmark: patient-view and order-sign with full prefetch, in process, on a chronic-pain
+record with an MRI order and on a hot-calf record with cancer (the DVT pathway).
 
     .venv/bin/python bench/hook_latency.py [iterations]
 
@@ -23,11 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(iterations: int = 200) -> None:
     import json
 
-    bundle = json.loads((ROOT / "fhir_examples" / "chronic-posterior-knee-pain.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(Settings(database_url=f"sqlite:///{tmp}/b.db", now="2026-11-20", log_level="WARNING"))
+        app = create_app(Settings(database_url=f"sqlite:///{tmp}/b.db", now="2026-11-20", log_level="ERROR"))
         client = app.test_client()
-        for hook, service in (("patient-view", "posterior-knee-pain"), ("order-sign", "knee-imaging-sign")):
+        for example, hook, service in (("chronic-posterior-knee-pain", "patient-view", "posterior-knee-pain"),
+                                       ("chronic-posterior-knee-pain", "order-sign", "knee-imaging-sign"),
+                                       ("dvt-urgent-hot-calf", "patient-view", "posterior-knee-pain")):
+            bundle = json.loads((ROOT / "fhir_examples" / f"{example}.json").read_text())
             body = build_request(bundle_resources(bundle), hook)
             timings = []
             for _ in range(iterations):
@@ -37,7 +40,7 @@ def main(iterations: int = 200) -> None:
                 assert response.status_code == 200
             timings.sort()
             p95 = timings[int(len(timings) * 0.95) - 1]
-            print(f"{hook:13s} n={iterations} p50={statistics.median(timings):.2f} ms p95={p95:.2f} ms "
+            print(f"{example:28s} {hook:13s} n={iterations} p50={statistics.median(timings):.2f} ms p95={p95:.2f} ms "
                   f"max={timings[-1]:.2f} ms")
 
 

@@ -30,6 +30,13 @@ def _by_side(side: str, right: tuple[str, str], left: tuple[str, str], both: tup
     return {"system": LOINC, "code": code, "display": display}
 
 
+def _popliteal_us(side: str) -> dict[str, str]:
+    # No artery-specific LOINC is verified (codes.md VS:popliteal-arterial-duplex): the popliteal-space
+    # ultrasound codes serve both the cyst (K-08) and the artery (K-13) study; the CPT code tells them apart.
+    return _by_side(side, ("26264-2", "US Popliteal space - right"), ("26263-4", "US Popliteal space - left"),
+                    ("26262-6", "US Popliteal space - bilateral"), ("24881-5", "US Popliteal space"))
+
+
 def orderable(kind: str, side: str) -> tuple[str, list[dict[str, str]], dict[str, str] | None]:
     """(text, codings, body site) of an orderable study (card-contract.md: a CPT and a LOINC code)."""
     if kind == "xray-standing":
@@ -50,16 +57,14 @@ def orderable(kind: str, side: str) -> tuple[str, list[dict[str, str]], dict[str
         return ("Ultrasound of the knee and popliteal fossa", [
             {"system": CPT, "code": "76882", "display": "Ultrasound, limited, joint or focal evaluation of other "
                                                         "nonvascular extremity structure(s)"},
-            _by_side(side, ("26264-2", "US Popliteal space - right"), ("26263-4", "US Popliteal space - left"),
-                     ("26262-6", "US Popliteal space - bilateral"), ("24881-5", "US Popliteal space"))], _KNEE)
+            _popliteal_us(side)], _KNEE)
     if kind == "us-popliteal-artery":
         unilateral = side in ("right", "left")
         return ("Arterial duplex ultrasound of the popliteal artery", [
             {"system": CPT, "code": "93926" if unilateral else "93925",
              "display": "Duplex scan of lower extremity arteries; unilateral or limited study" if unilateral
              else "Duplex scan of lower extremity arteries; complete bilateral study"},
-            _by_side(side, ("26264-2", "US Popliteal space - right"), ("26263-4", "US Popliteal space - left"),
-                     ("26262-6", "US Popliteal space - bilateral"), ("24881-5", "US Popliteal space"))], _KNEE)
+            _popliteal_us(side)], _KNEE)
     if kind == "venous-duplex":
         unilateral = side in ("right", "left")
         return ("Proximal leg vein ultrasound (venous duplex)", [

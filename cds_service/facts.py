@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from .knowledge import Knowledge
@@ -451,30 +452,31 @@ class _Builder:
             value = _value_text(resource)
         return Evidence(ref_of(resource), label_of(resource), when, self.read.side(resource), value, suspected)
 
+    @cached_property
+    def _conditions(self) -> tuple[Any, ...]:
+        # Future-dated entries are not current data.
+        return tuple(c for c in self.record.of("Condition")
+                     if (condition_onset(c) or self.today) <= self.today)
+
+    @cached_property
+    def _observations(self) -> tuple[Any, ...]:
+        return tuple(o for o in self.record.of("Observation")
+                     if o.status not in _DEAD_OBSERVATION and (observation_when(o) or self.today) <= self.today)
+
     def conditions(self) -> Iterable[Any]:
-        for condition in self.record.of("Condition"):
-            onset = condition_onset(condition)
-            if onset is not None and onset > self.today:
-                continue  # future-dated: not current data
-            yield condition
+        return self._conditions
 
     def live_observations(self) -> Iterable[Any]:
-        for observation in self.record.of("Observation"):
-            if observation.status in _DEAD_OBSERVATION:
-                continue
-            when = observation_when(observation)
-            if when is not None and when > self.today:
-                continue
-            yield observation
+        return self._observations
 
     def build(self) -> PatientFacts:
         age = self._age()
         current, history = self._condition_concepts()
         findings = self._findings()
-        knee_pain, posterior, onset, subsites, posterior_swelling = self._knee_pain(current)
+        knee_pain, posterior, onset, subsites, posterior_swelling = self._knee_pain()
         pregnant, postpartum, postpartum_late = self._pregnancy()
         drafts = self._drafts()
-        leg_signs, warmth, swelling = self._leg_signs(current, findings, posterior, knee_pain, drafts)
+        leg_signs, warmth, swelling = self._leg_signs(posterior, knee_pain, drafts)
         imaging = self._imaging()
         d_dimers = self._d_dimers()
         wells = self._wells_items(current, history, findings)
@@ -552,7 +554,7 @@ class _Builder:
             out.setdefault(code, []).append(self.ev(observation, observation_when(observation)))
         return {k: tuple(v) for k, v in out.items()}
 
-    def _knee_pain(self, current):
+    def _knee_pain(self):
         knee_pain: list[KneePain] = []
         posterior: list[Evidence] = []
         onsets: list[date] = []
@@ -665,7 +667,7 @@ class _Builder:
                 return modality
         return None
 
-    def _leg_signs(self, current, findings, posterior, knee_pain, drafts):
+    def _leg_signs(self, posterior, knee_pain, drafts):
         """G-09: leg signs / DVT suspected; also the warmth and swelling/tenderness D-01 needs."""
         painful = {e.side for e in posterior} | {k.evidence.side for k in knee_pain}
         painful -= {"unknown"}
