@@ -52,9 +52,8 @@ PATIENT_DATA: tuple[PrefetchSpec, ...] = (
     PrefetchSpec("conditions", f"Condition?patient={_PATIENT}", True, "knee pain, diagnoses, risk factors"),
     PrefetchSpec("observations", f"Observation?patient={_PATIENT}", True, "exam findings, BMI, D-dimer"),
     PrefetchSpec("procedures", f"Procedure?patient={_PATIENT}", False, "prior imaging, recent surgery"),
-    PrefetchSpec(
-        "medications", f"MedicationRequest?patient={_PATIENT}&status=active", False, "anticoagulants, oestrogens"
-    ),
+    # All statuses: chemotherapy completed in the last 6 months still counts as active cancer (W-01).
+    PrefetchSpec("medications", f"MedicationRequest?patient={_PATIENT}", False, "anticoagulants, oestrogens, chemo"),
     PrefetchSpec("encounters", f"Encounter?patient={_PATIENT}", False, "recent admission (bedridden)"),
     PrefetchSpec("reports", f"DiagnosticReport?patient={_PATIENT}", False, "imaging results"),
 )
