@@ -55,11 +55,12 @@ def create_app(
     if clock is None:
         clock = (lambda: fixed) if fixed else (lambda: datetime.now(UTC))
     knowledge = load_knowledge(settings.cards_dir)
+    store = FeedbackStore(settings.database_url)
     verifier = None
     if settings.auth == "jwt":
         if not settings.trusted_issuers:
             raise RuntimeError("KNEE_CDS_AUTH=jwt needs KNEE_CDS_TRUSTED_ISSUERS (the trusted-issuer file)")
-        verifier = JwtVerifier(load_issuers(settings.trusted_issuers))
+        verifier = JwtVerifier(load_issuers(settings.trusted_issuers), claim=store.claim_jti)
     elif settings.auth != "off":
         raise RuntimeError(f"KNEE_CDS_AUTH must be 'jwt' or 'off', not {settings.auth!r}")
     else:
@@ -69,7 +70,7 @@ def create_app(
         knowledge=knowledge,
         validators=Validators.load(),
         fhir_client=FhirClient(fhir_transport, max_pages=settings.fhir_max_pages),
-        store=FeedbackStore(settings.database_url),
+        store=store,
         clock=clock,
         card_builder=CardBuilder(knowledge),
         verifier=verifier,

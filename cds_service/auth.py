@@ -56,6 +56,9 @@ class JwtVerifier:
     issuers: dict[str, TrustedIssuer]
     transport: httpx.BaseTransport | None = None
     clock: Callable[[], float] = time.time
+    # claim(iss, jti, exp, now) -> True the first time; the app passes the database-backed store so
+    # that a token replayed to another worker or host is refused too.
+    claim: Callable[[str, str, float, float], bool] | None = None
     _keys: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     _seen: dict[tuple[str, str], float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -97,6 +100,10 @@ class JwtVerifier:
 
     def _check_replay(self, iss: str, jti: str, exp: float) -> None:
         now = self.clock()
+        if self.claim is not None:
+            if not self.claim(iss, jti, exp, now):
+                raise Unauthorized("JWT already used (jti replay)")
+            return
         with self._lock:
             for seen_key, seen_exp in list(self._seen.items()):
                 if seen_exp + LEEWAY_SECONDS < now:

@@ -1,4 +1,4 @@
-"""Feedback store: every acknowledged feedback item is committed before the 200 goes out.
+"""The store: feedback (committed before the 200 goes out) and used client-JWT ids.
 
 SQLite (default) runs in WAL mode with ``synchronous=FULL`` so a committed row survives a crash of
 the process or the machine; PostgreSQL commits are durable by default. Clients resend feedback, so
@@ -16,12 +16,14 @@ from typing import Any
 from sqlalchemy import (
     Column,
     DateTime,
+    Float,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -47,6 +49,14 @@ feedback_table = Table(
     Column("user_comment", Text, nullable=True),
     Column("outcome_timestamp", String(64), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+# Client JWT ids already used (CDS Hooks jti replay protection), shared by every worker and host.
+jti_table = Table(
+    "cds_jwt_used",
+    metadata,
+    Column("key", String(64), primary_key=True),  # sha256 of iss + jti
+    Column("expires_at", Float, nullable=False, index=True),
 )
 
 
@@ -87,12 +97,12 @@ class FeedbackStore:
             metadata.create_all(self._engine)
         return self._engine
 
-    def _insert(self):
+    def _insert(self, table: Table = feedback_table):
         dialect = self.engine.dialect.name
         if dialect == "postgresql":
-            return pg_insert(feedback_table)
+            return pg_insert(table)
         if dialect == "sqlite":
-            return sqlite_insert(feedback_table)
+            return sqlite_insert(table)
         raise RuntimeError(f"unsupported database: {dialect}")
 
     def save(self, service_id: str, items: list[dict[str, Any]], received_at: datetime) -> tuple[int, int]:
@@ -124,6 +134,15 @@ class FeedbackStore:
         with self.engine.begin() as connection:
             inserted = len(connection.execute(statement).fetchall())
         return inserted, len(items) - inserted
+
+    def claim_jti(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
+        """Record a JWT id as used; False if it was used before (a replay)."""
+        key = hashlib.sha256(json.dumps([iss, jti]).encode()).hexdigest()
+        statement = self._insert(jti_table).values(key=key, expires_at=expires_at).on_conflict_do_nothing(
+            index_elements=["key"]).returning(jti_table.c.key)
+        with self.engine.begin() as connection:
+            connection.execute(delete(jti_table).where(jti_table.c.expires_at < now - 60))
+            return bool(connection.execute(statement).fetchall())
 
     def count(self, service_id: str | None = None) -> int:
         query = select(func.count()).select_from(feedback_table)

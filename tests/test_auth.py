@@ -167,3 +167,23 @@ def test_the_example_issuer_file_loads(tmp_path):
 
     issuers = load_issuers(str(ROOT / "deploy" / "trusted-issuers.example.json"))
     assert "https://sandbox.cds-hooks.org" in issuers
+
+
+def test_a_replay_to_another_worker_is_refused_too(app, keys, tmp_path):
+    # A second app on the same database stands in for another gunicorn worker or host.
+    settings = app.extensions["knee_cds"].settings
+    other = create_app(settings)
+    tok = token(keys["ec"], jti="shared-once")
+    assert _get(app, tok).status_code == 200
+    assert _get(other, tok).status_code == 401
+    other.extensions["knee_cds"].store.dispose()
+
+
+def test_the_in_memory_guard_alone_still_refuses_replays(keys):
+    from cds_service.auth import JwtVerifier, TrustedIssuer
+
+    verifier = JwtVerifier({ISS: TrustedIssuer(ISS, {"keys": [_jwk(keys["ec"], "ec-1")]})})
+    tok = token(keys["ec"], jti="mem-once")
+    verifier.verify(f"Bearer {tok}", f"{BASE}/cds-services")
+    with pytest.raises(Exception, match="replay"):
+        verifier.verify(f"Bearer {tok}", f"{BASE}/cds-services")

@@ -129,3 +129,13 @@ def test_postgres_rows_are_visible_to_a_separate_connection(postgres_url):
                                    {"c": item["card"]}).scalar()
     engine.dispose()
     assert count == 1
+
+
+def test_a_client_jwt_id_can_be_used_once_and_expired_ids_are_forgotten(feedback_app):
+    store = feedback_app.extensions["knee_cds"].store
+    jti = str(uuid.uuid4())
+    assert store.claim_jti("https://ehr.example.org", jti, expires_at=1000.0, now=900.0) is True
+    assert store.claim_jti("https://ehr.example.org", jti, expires_at=1000.0, now=950.0) is False
+    assert store.claim_jti("https://other.example.org", jti, expires_at=1000.0, now=950.0) is True
+    # Long after expiry the row is cleaned up (the token itself is refused by its exp by then).
+    assert store.claim_jti("https://ehr.example.org", jti, expires_at=5000.0, now=4000.0) is True
