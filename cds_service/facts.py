@@ -476,12 +476,12 @@ class _Builder:
         knee_pain, posterior, onset, subsites, posterior_swelling = self._knee_pain()
         pregnant, postpartum, postpartum_late = self._pregnancy()
         drafts = self._drafts()
-        leg_signs, warmth, swelling = self._leg_signs(posterior, knee_pain, drafts)
+        leg_signs, warmth, swelling = self._leg_signs(posterior, knee_pain, drafts, bool(pregnant))
         imaging = self._imaging()
         d_dimers = self._d_dimers()
         wells = self._wells_items(current, history, findings)
         anticoagulation = self._anticoagulation(current)
-        recent_dvt = self._recent_dvt(history, anticoagulation)
+        recent_dvt = self._recent_dvt(history, anticoagulation, leg_signs)
         risk = self._risk_factors(current, history, findings, pregnant, postpartum, postpartum_late, age, wells)
         return PatientFacts(
             today=self.today,
@@ -667,7 +667,7 @@ class _Builder:
                 return modality
         return None
 
-    def _leg_signs(self, posterior, knee_pain, drafts):
+    def _leg_signs(self, posterior, knee_pain, drafts, pregnant: bool):
         """G-09: leg signs / DVT suspected; also the warmth and swelling/tenderness D-01 needs."""
         painful = {e.side for e in posterior} | {k.evidence.side for k in knee_pain}
         painful -= {"unknown"}
@@ -676,7 +676,8 @@ class _Builder:
         warmth: list[Evidence] = []
 
         def on_painful_side(side: str) -> bool:
-            return side in ("unknown", "both") or not painful or side in painful or "both" in painful
+            # P-01: in pregnancy a sign of either leg counts (left-leg DVT predominates).
+            return pregnant or side in ("unknown", "both") or not painful or side in painful or "both" in painful
 
         for condition in self.conditions():
             if not condition_is_current(condition):
@@ -745,6 +746,13 @@ class _Builder:
             if procedure.status in ("completed", "in-progress") and \
                     any(_TREATMENT_TEXT.search(t) for t in texts_of(procedure)) and self.within(when, CANCER_TREATMENT_DAYS):
                 add("W-01", "active-cancer", 1, self.ev(procedure, when))
+        for encounter in self.record.of("Encounter"):
+            when = to_date(encounter.period.start) if encounter.period and encounter.period.start else None
+            reasons = list(encounter.reasonCode or []) + list(encounter.type or [])
+            if encounter.status not in ("entered-in-error", "cancelled", "planned") and \
+                    any(self.vs("cancer-treatment").matches(r) for r in reasons) and self.within(when, CANCER_TREATMENT_DAYS):
+                label = next((r.text or (r.coding[0].display if r.coding else None) for r in reasons), None)
+                add("W-01", "active-cancer", 1, Evidence(ref_of(encounter), label or "Anticancer treatment encounter", when))
         for request in self.record.of("MedicationRequest"):
             when = to_date(request.authoredOn)
             if request.status in ("active", "completed") and self._med_matches(request, self.vs("cancer-treatment")) \
@@ -886,10 +894,12 @@ class _Builder:
                 out.append(Evidence(ref_of(request), self._med_label(request), to_date(request.authoredOn)))
         return out
 
-    def _recent_dvt(self, history, anticoagulation) -> list[Evidence]:
-        """D-08: a confirmed DVT of the leg in the last 90 days, or anticoagulation with a DVT on record."""
+    def _recent_dvt(self, history, anticoagulation, leg_signs) -> list[Evidence]:
+        """D-08: a confirmed DVT of the symptomatic leg in the last 90 days, or anticoagulation with a DVT on record."""
         confirmed = [e for e in history.get("dvt", ()) if not e.suspected]
-        recent = [e for e in confirmed if e.when is not None and self.within(e.when, RECENT_DVT_DAYS)]
+        symptomatic = {e.side for e in leg_signs} - {"unknown"}
+        recent = [e for e in confirmed if e.when is not None and self.within(e.when, RECENT_DVT_DAYS)
+                  and (not symptomatic or e.side in ("unknown", "both") or e.side in symptomatic or "both" in symptomatic)]
         if anticoagulation and (confirmed or history.get("history-of-dvt")):
             recent += anticoagulation
         return recent
@@ -932,6 +942,12 @@ class _Builder:
             results.append(ImagingOnRecord(modality, self.ev(procedure, when), result))
         for modality, when, report in reports:
             results.append(ImagingOnRecord(modality, self.ev(report, when), _report_result(report)))
+        # G-08: an Observation coded with a knee study's LOINC code is a study on record by itself
+        # when no Procedure or report of that study stands beside it.
+        recorded = [(i.modality, i.evidence.when) for i in results]
+        for modality, when, observation in result_observations:
+            if not any(m == modality and (_near(w, when) or _near(when, w)) for m, w in recorded):
+                results.append(ImagingOnRecord(modality, self.ev(observation, when), _observation_result(observation)))
         return results
 
     def _linked_result(self, modality, when, reports, observations) -> str:

@@ -173,6 +173,15 @@ class Record:
             "subject": self.subject(), "authoredOn": ago(days)})
         return self
 
+    def encounter(self, reason: tuple[str, str, str], days: int, klass: str = "AMB", length: int = 0) -> Record:
+        self.resources.append({
+            "resourceType": "Encounter", "id": self._id("enc"), "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": klass},
+            "subject": self.subject(), "period": {"start": ago(days), "end": ago(days - length)},
+            "reasonCode": [{"coding": [{"system": reason[0], "code": reason[1], "display": reason[2]}],
+                            "text": reason[2]}]})
+        return self
+
     def draft(self, modality: str, side: str = "right", rid: str | None = None) -> Record:
         codes = {
             "mri": ([(CPT, "73721", "MRI any joint of lower extremity without contrast"),
@@ -243,6 +252,10 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
     add("chronic-pain-xray-other-knee", base("pkp-xray-left-01").knee_xray("left", 60),
         "Chronic pain behind the RIGHT knee; the only X-ray on record is of the LEFT knee (G-08)",
         patient_view={"cards": [XRAY, DIFF, ASSESS]})
+    add("chronic-pain-xray-result-observation", base("pkp-xray-obs-01").observation(
+        "24805-4", "XR Knee AP and Lateral W standing - right", None, None, 50, interpretation="N"),
+        "The only trace of the X-ray is a result Observation coded with the study's LOINC code, normal (G-08, K-06)",
+        patient_view={"cards": [card("imaging", "info"), DIFF, ASSESS]})
     add("chronic-pain-normal-xray",
         base("pkp-normal-xray-01").knee_xray("right", 40).report("24805-4", "XR Knee AP and Lateral W standing",
                                                                "Normal right knee. No abnormality seen.", 40),
@@ -470,6 +483,14 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
         [(ICD, "C4A.9", "Merkel cell carcinoma, unspecified")], "Merkel cell carcinoma", 60),
         "Active Merkel cell carcinoma (C4A: a non-numeric ICD category) counts as active cancer (W-01)",
         patient_view={"cards": [UNLIKELY, DIFF], "wells": {"score": 1, "leg": "right", "criteria": ["active-cancer"]}})
+    add("wells-chemotherapy-encounter", leg_signs("pkp-w01-chemo").encounter(
+        (ICD, "Z51.11", "Encounter for antineoplastic chemotherapy"), 40),
+        "Chemotherapy 40 days ago, recorded as the reason for an encounter (W-01: treatment within 6 months)",
+        patient_view={"cards": [UNLIKELY, DIFF], "wells": {"score": 1, "leg": "right", "criteria": ["active-cancer"]}})
+    add("wells-chemotherapy-encounter-old", leg_signs("pkp-w01-chemo-old").encounter(
+        (ICD, "Z51.11", "Encounter for antineoplastic chemotherapy"), 200),
+        "Chemotherapy 200 days ago: outside 6 months (W-01 near miss)",
+        patient_view={"cards": [UNLIKELY, DIFF], "wells": {"score": 0, "leg": "right", "criteria": []}})
     add("wells-cancer-history-only", leg_signs("pkp-w01-z85").condition(
         [(ICD, "Z85.3", "Personal history of malignant neoplasm of breast")], "History of breast cancer", 2000),
         "Personal history of cancer (Z85) is not active cancer (W-01 near miss)",
@@ -516,6 +537,10 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
     add("pregnant-leg-signs", leg_signs("pkp-p01-01", age=31).condition(
         [(ICD, "Z3A.24", "24 weeks gestation of pregnancy"), (SN, "77386006", "Pregnancy")], "Pregnant", 170),
         "Pregnant (24 weeks) with calf pain: compression duplex directly, no Wells (P-01, W-12)",
+        patient_view={"cards": [card("dvt-likely", "warning"), DIFF]})
+    add("pregnant-left-calf-pain", base("pkp-p01-03", age=31, onset=10).condition(CALF_PAIN_L, "Left calf pain", 5)
+        .condition([(ICD, "Z3A.24", "24 weeks gestation of pregnancy")], "Pregnant", 170),
+        "Pregnant, pain behind the RIGHT knee, LEFT calf pain: in pregnancy a sign of either leg counts (P-01)",
         patient_view={"cards": [card("dvt-likely", "warning"), DIFF]})
     add("stale-pregnancy-leg-signs", leg_signs("pkp-p01-02", age=31).condition(
         [(ICD, "Z3A.24", "24 weeks gestation of pregnancy")], "Pregnant", 415),
@@ -666,8 +691,10 @@ RULE_CHECKS: list[tuple[str, str, str, str, str, bool]] = [
     ("G-06", "patient-view", "same-side-leg-sign", "contralateral-leg-sign", "dvt-unlikely", False),
     ("G-07", "patient-view", "bmi-30.0", "bmi-29.9", "R-01", False),
     ("G-08", "patient-view", "chronic-pain-xray-other-knee", "chronic-pain-xray-on-record", "K-05", False),
+    ("G-08", "patient-view", "chronic-pain-xray-result-observation", "chronic-posterior-knee-pain", "K-06", False),
     ("G-09", "patient-view", "same-side-leg-sign", "old-calf-pain", "dvt-unlikely", False),
     ("W-01", "patient-view", "wells-merkel-cell-cancer", "wells-cancer-history-only", "active-cancer", False),
+    ("W-01", "patient-view", "wells-chemotherapy-encounter", "wells-chemotherapy-encounter-old", "active-cancer", False),
     ("W-02", "patient-view", "wells-paraplegia", "dvt-unlikely-calf-pain", "paralysis-or-immobilisation", False),
     ("W-03", "patient-view", "dvt-surgery-84-days", "dvt-surgery-92-days", "bedridden-or-major-surgery", False),
     ("W-04", "patient-view", "wells-deep-vein-tenderness", "wells-deep-vein-tenderness-absent",
@@ -704,6 +731,7 @@ RULE_CHECKS: list[tuple[str, str, str, str, str, bool]] = [
     ("R-08", "patient-view", "thrombophilia", "age-60-only", "R-08", False),
     ("R-09", "patient-view", "age-60-only", "thrombophilia", "dvt-risk-factors", True),
     ("P-01", "patient-view", "pregnant-leg-signs", "stale-pregnancy-leg-signs", "P-01", False),
+    ("P-01", "patient-view", "pregnant-left-calf-pain", "contralateral-leg-sign", "P-01", False),
     ("P-02", "patient-view", "postpartum-leg-signs", "postpartum-9-weeks-leg-signs", "P-02", False),
     ("RF-01", "patient-view", "dvt-urgent-hot-calf", "dvt-warm-calf-no-swelling", "RF-01", False),
     ("RF-02", "patient-view", "severe-pain-after-injury", "moderate-pain-after-injury", "RF-02", False),
