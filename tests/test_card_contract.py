@@ -1,0 +1,126 @@
+"""The public card contract (shared/clinical/card-contract.md), checked on every answer the sample
+bundles produce."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from cds_service.cli import build_request, bundle_resources, split_bundle
+from cds_service.knowledge import load_knowledge
+from cds_service.pipeline import decide
+
+from .conftest import EXAMPLES, load_json
+
+KNOWLEDGE = load_knowledge()
+MANIFEST = load_json(EXAMPLES / "manifest.json")
+CPT = "http://www.ama-assn.org/go/cpt"
+LOINC = "http://loinc.org"
+TOPIC_SYSTEM = "http://example.org/fhir/CodeSystem/pkp-card-topic"
+OVERRIDE_SYSTEM = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
+MODALITY_CPT = {"xray": {"73560", "73562", "73564", "73565"}, "mri": {"73721"},
+                "us-knee": {"76881", "76882", "93925", "93926"}, "venous-duplex": {"93970", "93971"}}
+D_DIMER_LOINC = {"48065-7", "48066-5", "48067-3", "48058-2", "71427-9", "15179-5"}
+WELLS_CRITERIA = {"active-cancer", "paralysis-or-immobilisation", "bedridden-or-major-surgery", "deep-vein-tenderness",
+                  "entire-leg-swollen", "calf-swelling-3cm", "pitting-oedema", "collateral-superficial-veins",
+                  "previous-dvt", "alternative-diagnosis"}
+
+
+def _answers() -> list[tuple[str, str, dict[str, Any]]]:
+    out = []
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    for name in MANIFEST["examples"]:
+        resources = bundle_resources(load_json(EXAMPLES / name))
+        for hook in ("patient-view", "order-select", "order-sign"):
+            request = build_request(resources, hook)
+            response = decide(hook, request["context"], split_bundle(resources)[0], KNOWLEDGE, now).response()
+            out.append((name, hook, response))
+    return out
+
+
+ANSWERS = _answers()
+CARDS = [(f"{n}:{h}:{i}", card) for n, h, r in ANSWERS for i, card in enumerate(r["cards"])]
+
+
+def _creates(card: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a["resource"] for s in card.get("suggestions", []) for a in s["actions"] if a["type"] == "create"]
+
+
+def _codes(resource: dict[str, Any], system: str) -> set[str]:
+    return {c["code"] for c in resource["code"]["coding"] if c["system"] == system}
+
+
+def test_the_samples_produce_plenty_of_cards_to_check():
+    assert len(CARDS) > 150
+
+
+@pytest.mark.parametrize(("name", "hook", "response"), ANSWERS, ids=[f"{n}:{h}" for n, h, _ in ANSWERS])
+def test_card_counts_per_topic(name, hook, response):
+    topics = Counter(c["source"]["topic"]["code"] for c in response["cards"])
+    assert sum(v for k, v in topics.items() if k.startswith("dvt-")) <= 1, "at most one DVT card"
+    for topic, count in topics.items():
+        if topic not in ("imaging", "imaging-appropriateness"):
+            assert count == 1, f"more than one {topic} card"
+    imaging = [c for c in response["cards"] if c["source"]["topic"]["code"] == "imaging"]
+    modalities = [_modality(c) for c in imaging]
+    assert len(modalities) == len(set(modalities)), "one imaging card per modality"
+
+
+def _modality(card: dict[str, Any]) -> str:
+    cpt = set().union(*(_codes(r, CPT) for r in _creates(card)))
+    return next(m for m, codes in MODALITY_CPT.items() if cpt & codes)
+
+
+@pytest.mark.parametrize(("key", "card"), CARDS, ids=[k for k, _ in CARDS])
+def test_every_card_keeps_the_contract(key, card):
+    topic = card["source"]["topic"]
+    assert topic["system"] == TOPIC_SYSTEM and topic["display"]
+    assert card["source"]["label"]
+    assert len(card["summary"]) <= 140
+    assert "Why this card" in card["detail"] and "What to do" in card["detail"] and "Rules:" in card["detail"]
+    if card["indicator"] in ("warning", "critical"):
+        assert card["overrideReasons"] and all(r["system"] == OVERRIDE_SYSTEM and r["display"]
+                                               for r in card["overrideReasons"])
+    if "suggestions" in card:
+        assert card["selectionBehavior"] in ("at-most-one", "any")
+    wells = card.get("extension", {}).get("pkp-wells")
+    if wells is not None:
+        assert topic["code"].startswith("dvt-")
+        assert set(wells) == {"score", "likely", "leg", "criteria"}
+        assert wells["likely"] is (wells["score"] >= 2)
+        assert wells["leg"] in ("left", "right", "unknown") and set(wells["criteria"]) <= WELLS_CRITERIA
+    if topic["code"] in ("imaging",):
+        assert _creates(card), "an imaging recommendation is orderable"
+
+
+@pytest.mark.parametrize(("key", "card"), CARDS, ids=[k for k, _ in CARDS])
+def test_every_suggested_order_is_an_orderable_service_request(key, card):
+    for resource in _creates(card):
+        assert resource["resourceType"] == "ServiceRequest"
+        assert resource["status"] == "draft" and resource["intent"] == "proposal"
+        assert resource["subject"]["reference"].startswith("Patient/")
+        loinc = _codes(resource, LOINC)
+        if loinc & D_DIMER_LOINC:
+            continue
+        assert _codes(resource, CPT) and loinc, "imaging orders carry a CPT and a LOINC code"
+        assert resource["bodySite"]
+
+
+@pytest.mark.parametrize(("key", "card"), CARDS, ids=[k for k, _ in CARDS])
+def test_dvt_is_only_ever_tested_by_duplex_or_d_dimer(key, card):
+    if not card["source"]["topic"]["code"].startswith("dvt-"):
+        return
+    for resource in _creates(card):
+        cpt, loinc = _codes(resource, CPT), _codes(resource, LOINC)
+        assert cpt <= MODALITY_CPT["venous-duplex"] and (cpt or loinc & D_DIMER_LOINC), resource["code"]
+
+
+def test_the_popliteal_artery_study_uses_the_arterial_duplex_codes():
+    artery = [card for _, card in CARDS if "K-13" in card["detail"] and card["source"]["topic"]["code"] == "imaging"]
+    assert artery
+    for card in artery:
+        for resource in _creates(card):
+            assert _codes(resource, CPT) <= {"93925", "93926"}
