@@ -11,17 +11,38 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
+from .fhir_read import (
+    Reader,
+    body_sites,
+    codings,
+    condition_is_current,
+    condition_is_history,
+    condition_is_suspected,
+    condition_onset,
+    ddimer_positive,
+    finding_code,
+    label_of,
+    near,
+    observation_positive,
+    observation_result,
+    observation_when,
+    procedure_when,
+    quantity_in,
+    ref_of,
+    report_result,
+    text_result,
+    texts_of,
+    to_date,
+    value_text,
+)
 from .knowledge import Knowledge
 from .parse import ParsedRecord
-from .terminology import ICD10CM, LOINC, PKP_FINDING, SNOMED, ValueSet, affirmed
+from .terminology import SNOMED, ValueSet, affirmed
 
-_INACTIVE_VERIFICATION = {"entered-in-error", "refuted"}
-_ACTIVE_CLINICAL = {"active", "recurrence", "relapse"}
-_SUSPECTED_VERIFICATION = {"provisional", "differential", "unconfirmed"}
 _DEAD_OBSERVATION = {"entered-in-error", "cancelled"}
 
 _POSTERIOR = re.compile(r"\b(popliteal|posterior(?! tibial)|back of (the )?(right |left )?knee|"
@@ -31,12 +52,6 @@ _POSTERIOR_QUALIFIER = "255551008"
 _MEDIAL_QUALIFIER = "255561001"
 _LATERAL_QUALIFIER = "49370004"
 _LOWER_LIMB = "61685007"
-_SIDE_QUALIFIERS = {"24028007": "right", "7771000": "left", "51440002": "both"}
-_SIDE_TEXT = (
-    (re.compile(r"\b(bilateral|both)\b", re.I), "both"),
-    (re.compile(r"\bright\b", re.I), "right"),
-    (re.compile(r"\bleft\b", re.I), "left"),
-)
 _SUBSITES = (
     ("medial", re.compile(r"\b(medial|inner|inside)\b", re.I)),
     ("lateral", re.compile(r"\b(lateral|outer|outside)\b", re.I)),
@@ -49,32 +64,9 @@ _SPRINT_KICK = re.compile(r"\b(sprint\w*|kick\w*|running)\b", re.I)
 _HOT_CALF = re.compile(r"\b(hot|warm)\b.*\b(calf|leg)\b|\b(calf|leg)\b.*\b(hot|warm)\b", re.I)
 _TREATMENT_TEXT = re.compile(r"\b(chemotherap\w*|radiotherap\w*|radiation therapy|immunotherap\w*)\b", re.I)
 _DELIVERY_TEXT = re.compile(r"\b(deliver(y|ed)|caesarean|cesarean|childbirth)\b", re.I)
-_NORMAL_RESULT = re.compile(r"\b(normal|no abnormalit\w*|unremarkable|no (acute )?(bony )?(injury|pathology|fracture))\b",
-                            re.I)
-_EFFUSION_ONLY = re.compile(r"\beffusion\b", re.I)
 _KNEE_TEXT = re.compile(r"\bknee\b", re.I)
 _CALF_CIRCUMFERENCE = re.compile(r"calf circumference", re.I)
 
-# Displays of the local finding code system (codes.md §9), for cards when a coding has no display.
-FINDING_DISPLAY = {
-    "calf-circumference-difference": "Calf circumference difference",
-    "deep-vein-tenderness": "Tenderness along the deep veins",
-    "entire-leg-swollen": "Entire leg swollen",
-    "pitting-oedema-symptomatic-leg": "Pitting oedema of the symptomatic leg",
-    "collateral-superficial-veins": "Collateral superficial veins (non-varicose)",
-    "leg-immobilisation": "Leg paralysis, paresis or recent plaster immobilisation",
-    "wells-alternative-diagnosis": "Alternative diagnosis at least as likely as DVT (clinician)",
-    "calf-warmth": "Calf hot to touch",
-    "long-haul-travel": "Long-haul travel",
-    "knee-locking": "Knee locking",
-    "unable-bear-weight-4-steps": "Unable to bear weight for 4 steps",
-    "unable-flex-90": "Unable to flex the knee to 90°",
-    "fibular-head-tenderness": "Tenderness at the head of the fibula",
-    "isolated-patellar-tenderness": "Isolated tenderness of the patella",
-    "injury-mechanism": "Mechanism of injury",
-    "pulsatile-popliteal-mass": "Pulsatile mass behind the knee",
-    "wells-dvt-score": "Wells DVT score recorded by the clinician",
-}
 
 LEG_SIGN_DAYS = 28  # rules.md G-09 (a): last 4 weeks (UNRESOLVED design choice)
 EXAM_DAYS = 14  # rules.md G-09 (b): last 14 days
@@ -212,193 +204,6 @@ class PatientFacts:
         return None if when is None else (self.today - when).days
 
 
-# --- small readers -------------------------------------------------------------------------------
-
-
-def to_date(value: Any) -> date | None:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    return None
-
-
-def _status_code(status: Any) -> str | None:
-    for coding in getattr(status, "coding", None) or []:
-        if coding.code:
-            return coding.code
-    return None
-
-
-def condition_is_current(condition: Any) -> bool:
-    """G-01: not entered-in-error/refuted; active/recurrence/relapse, or no status and no abatement."""
-    if _status_code(condition.verificationStatus) in _INACTIVE_VERIFICATION:
-        return False
-    clinical = _status_code(condition.clinicalStatus)
-    if clinical is None:
-        return all(getattr(condition, f"abatement{k}") is None for k in ("DateTime", "Age", "Period", "Range", "String"))
-    return clinical in _ACTIVE_CLINICAL
-
-
-def condition_is_history(condition: Any) -> bool:
-    """G-02: any status counts as history, except entered-in-error/refuted."""
-    return _status_code(condition.verificationStatus) not in _INACTIVE_VERIFICATION
-
-
-def condition_is_suspected(condition: Any) -> bool:
-    return _status_code(condition.verificationStatus) in _SUSPECTED_VERIFICATION
-
-
-def condition_onset(condition: Any) -> date | None:
-    if condition.onsetDateTime is not None:
-        return to_date(condition.onsetDateTime)
-    if condition.onsetPeriod is not None and condition.onsetPeriod.start is not None:
-        return to_date(condition.onsetPeriod.start)
-    return to_date(condition.recordedDate)
-
-
-def observation_when(observation: Any) -> date | None:
-    if observation.effectiveDateTime is not None:
-        return to_date(observation.effectiveDateTime)
-    if observation.effectivePeriod is not None and observation.effectivePeriod.start is not None:
-        return to_date(observation.effectivePeriod.start)
-    return to_date(observation.issued)
-
-
-def procedure_when(procedure: Any) -> date | None:
-    if procedure.performedDateTime is not None:
-        return to_date(procedure.performedDateTime)
-    if procedure.performedPeriod is not None:
-        return to_date(procedure.performedPeriod.end or procedure.performedPeriod.start)
-    return None
-
-
-def _codings(concept: Any) -> list[Any]:
-    return list(getattr(concept, "coding", None) or [])
-
-
-def body_sites(resource: Any) -> list[Any]:
-    """bodySite as a list: a list on Condition and Procedure, a single concept on Observation."""
-    sites = getattr(resource, "bodySite", None)
-    if sites is None:
-        return []
-    return list(sites) if isinstance(sites, list | tuple) else [sites]
-
-
-def texts_of(resource: Any) -> list[str]:
-    out: list[str] = []
-    code = getattr(resource, "code", None)
-    if code is not None:
-        out.append(code.text or "")
-        out += [c.display or "" for c in _codings(code)]
-    for site in body_sites(resource):
-        out.append(site.text or "")
-        out += [c.display or "" for c in _codings(site)]
-    for note in getattr(resource, "note", None) or []:
-        out.append(note.text or "")
-    value_string = getattr(resource, "valueString", None)
-    if value_string:
-        out.append(value_string)
-    return [t for t in out if t]
-
-
-class Reader:
-    """Reads sides and labels with the knowledge's laterality table."""
-
-    def __init__(self, knowledge: Knowledge):
-        self.knowledge = knowledge
-
-    def side_of_codeable(self, concept: Any) -> str:
-        for coding in _codings(concept):
-            if coding.system == ICD10CM and coding.code:
-                side = self.knowledge.icd_side(coding.code)
-                if side and side != "unknown":
-                    return side
-            if coding.system == SNOMED and coding.code in _SIDE_QUALIFIERS:
-                return _SIDE_QUALIFIERS[coding.code]
-        return side_of_text(getattr(concept, "text", None))
-
-    def side(self, resource: Any) -> str:
-        """Side from the code first (ICD laterality), then bodySite qualifiers or text."""
-        side = self.side_of_codeable(getattr(resource, "code", None))
-        if side == "unknown":
-            for site in body_sites(resource):
-                side = self.side_of_codeable(site)
-                if side != "unknown":
-                    break
-        return side
-
-
-def side_of_text(text: str | None) -> str:
-    if text:
-        for pattern, side in _SIDE_TEXT:
-            if pattern.search(text):
-                return side
-    return "unknown"
-
-
-def label_of(resource: Any) -> str:
-    code = getattr(resource, "code", None)
-    if code is not None:
-        if code.text:
-            return code.text
-        for coding in _codings(code):
-            if coding.display:
-                return coding.display
-        for coding in _codings(code):
-            if coding.system == PKP_FINDING and coding.code in FINDING_DISPLAY:
-                return FINDING_DISPLAY[coding.code]
-        for coding in _codings(code):
-            if coding.code:
-                return coding.code
-    return resource.__resource_type__
-
-
-def ref_of(resource: Any) -> str:
-    return f"{resource.__resource_type__}/{resource.id}" if resource.id else resource.__resource_type__
-
-
-def _finding_code(observation: Any) -> str | None:
-    for coding in _codings(observation.code):
-        if coding.system == PKP_FINDING:
-            return coding.code
-    return None
-
-
-def observation_positive(observation: Any) -> bool:
-    """A finding recorded as present: valueBoolean true, a 'yes'-like value, or no value at all."""
-    if observation.valueBoolean is not None:
-        return bool(observation.valueBoolean)
-    if observation.valueCodeableConcept is not None:
-        codes = {c.code for c in _codings(observation.valueCodeableConcept)}
-        text = (observation.valueCodeableConcept.text or "").lower()
-        absent = codes & {"373067005", "N", "260385009", "2667000"} or text in ("no", "absent", "negative")
-        return not absent
-    if observation.valueString is not None:
-        return observation.valueString.strip().lower() not in ("no", "false", "absent", "negative", "none")
-    return True
-
-
-def quantity_in(quantity: Any, unit: str) -> float | None:
-    """A Quantity in the wanted unit (cm, kg or m), converting the common alternatives."""
-    if quantity is None or quantity.value is None:
-        return None
-    value = float(quantity.value)
-    given = (quantity.code or quantity.unit or "").strip()
-    factors = {
-        "cm": {"cm": 1.0, "mm": 0.1, "m": 100.0, "[in_i]": 2.54, "in": 2.54},
-        "kg": {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237},
-        "m": {"m": 1.0, "cm": 0.01, "mm": 0.001, "[in_i]": 0.0254, "in": 0.0254},
-    }[unit]
-    factor = factors.get(given)
-    return None if factor is None else value * factor
-
-
 # --- the summary ---------------------------------------------------------------------------------
 
 # Condition concepts read into PatientFacts.conditions (current ones, G-01).
@@ -449,7 +254,7 @@ class _Builder:
 
     def ev(self, resource: Any, when: date | None, value: str | None = None, suspected: bool = False) -> Evidence:
         if value is None and resource.__resource_type__ == "Observation" and resource.valueBoolean is None:
-            value = _value_text(resource)
+            value = value_text(resource)
         return Evidence(ref_of(resource), label_of(resource), when, self.read.side(resource), value, suspected)
 
     @cached_property
@@ -548,7 +353,7 @@ class _Builder:
     def _findings(self) -> dict[str, tuple[Evidence, ...]]:
         out: dict[str, list[Evidence]] = {}
         for observation in self.live_observations():
-            code = _finding_code(observation)
+            code = finding_code(observation)
             if code is None or not observation_positive(observation):
                 continue
             out.setdefault(code, []).append(self.ev(observation, observation_when(observation)))
@@ -573,7 +378,7 @@ class _Builder:
             location = self._location(condition, text) if is_knee_pain else "posterior"
             sites = {name for name, pattern in _SUBSITES if pattern.search(text)}
             for site in condition.bodySite or []:
-                codes = {c.code for c in _codings(site) if c.system == SNOMED}
+                codes = {c.code for c in codings(site) if c.system == SNOMED}
                 if _MEDIAL_QUALIFIER in codes:
                     sites.add("medial")
                 if _LATERAL_QUALIFIER in codes:
@@ -593,11 +398,11 @@ class _Builder:
         return knee_pain, posterior, (min(onsets) if onsets else None), subsites, swelling
 
     def finding_present(self, code: str) -> bool:
-        return any(_finding_code(o) == code and observation_positive(o) for o in self.live_observations())
+        return any(finding_code(o) == code and observation_positive(o) for o in self.live_observations())
 
     def _location(self, condition: Any, text: str) -> str:
         for site in condition.bodySite or []:
-            if any(c.system == SNOMED and c.code == _POSTERIOR_QUALIFIER for c in _codings(site)):
+            if any(c.system == SNOMED and c.code == _POSTERIOR_QUALIFIER for c in codings(site)):
                 return "posterior"
         if affirmed(text, _POSTERIOR):
             return "posterior"
@@ -634,7 +439,7 @@ class _Builder:
         status_obs = [o for o in self.live_observations() if self.vs("pregnancy-status").matches(o.code)]
         if status_obs:
             latest = max(status_obs, key=lambda o: observation_when(o) or date.min)
-            codes = {c.code for c in _codings(latest.valueCodeableConcept)} if latest.valueCodeableConcept else set()
+            codes = {c.code for c in codings(latest.valueCodeableConcept)} if latest.valueCodeableConcept else set()
             if "60001007" in codes:  # latest says not pregnant: overrides the problem list
                 return [], postpartum, late
             if "77386006" in codes:
@@ -698,7 +503,7 @@ class _Builder:
                 warmth.append(evidence)
         for observation in self.live_observations():
             when = observation_when(observation)
-            code = _finding_code(observation)
+            code = finding_code(observation)
             evidence = self.ev(observation, when)
             if code in ("deep-vein-tenderness", "entire-leg-swollen", "pitting-oedema-symptomatic-leg",
                         "collateral-superficial-veins", "calf-warmth") and observation_positive(observation) \
@@ -804,18 +609,18 @@ class _Builder:
             when = observation_when(observation)
             if not self.within(when, EXAM_DAYS, undated=True):
                 continue
-            if _finding_code(observation) is None and "80068009" in {c.code for c in _codings(observation.code)} \
-                    and any(_LOWER_LIMB in {c.code for c in _codings(s)} for s in body_sites(observation)) \
+            if finding_code(observation) is None and "80068009" in {c.code for c in codings(observation.code)} \
+                    and any(_LOWER_LIMB in {c.code for c in codings(s)} for s in body_sites(observation)) \
                     and observation_positive(observation):
                 add("W-05", "entire-leg-swollen", 1, self.ev(observation, when), leg=True)
-            if _finding_code(observation) == "calf-circumference-difference":
+            if finding_code(observation) == "calf-circumference-difference":
                 cm = quantity_in(observation.valueQuantity, "cm")
                 if cm is not None and cm >= 3.0:  # NICE: "at least 3 cm"
                     add("W-06", "calf-swelling-3cm", 1, self.ev(observation, when, f"{cm:.1f} cm"), leg=True)
         items += self._paired_calf_measurements()
         for condition in self.conditions():
-            if condition_is_current(condition) and "80068009" in {c.code for c in _codings(condition.code)} and any(
-                    _LOWER_LIMB in {c.code for c in _codings(s)} for s in body_sites(condition)):
+            if condition_is_current(condition) and "80068009" in {c.code for c in codings(condition.code)} and any(
+                    _LOWER_LIMB in {c.code for c in codings(s)} for s in body_sites(condition)):
                 onset = condition_onset(condition)
                 if self.within(onset, LEG_SIGN_DAYS, undated=True):
                     add("W-05", "entire-leg-swollen", 1, self.ev(condition, onset), leg=True)
@@ -832,7 +637,7 @@ class _Builder:
     def _paired_calf_measurements(self) -> list[WellsItem]:
         by_day: dict[date, dict[str, tuple[float, Any]]] = {}
         for observation in self.live_observations():
-            if _finding_code(observation) or not any(_CALF_CIRCUMFERENCE.search(t) for t in texts_of(observation)):
+            if finding_code(observation) or not any(_CALF_CIRCUMFERENCE.search(t) for t in texts_of(observation)):
                 continue
             when = observation_when(observation)
             cm = quantity_in(observation.valueQuantity, "cm")
@@ -855,7 +660,7 @@ class _Builder:
         if self.vs("major-surgery").matches(procedure.code):
             return True
         category = getattr(procedure, "category", None)
-        return category is not None and "387713003" in {c.code for c in _codings(category)}
+        return category is not None and "387713003" in {c.code for c in codings(category)}
 
     def _long_inpatient_stay(self, encounter: Any) -> bool:
         if encounter.status in ("entered-in-error", "cancelled", "planned"):
@@ -874,7 +679,7 @@ class _Builder:
         if concept is not None:
             if concept.text:
                 return concept.text
-            for coding in _codings(concept):
+            for coding in codings(concept):
                 if coding.display:
                     return coding.display
         return "MedicationRequest"
@@ -910,7 +715,7 @@ class _Builder:
             if not self.vs("d-dimer").matches(observation.code):
                 continue
             at = observation.effectiveDateTime or observation.issued
-            out.append(DDimer(self.ev(observation, observation_when(observation), _value_text(observation)),
+            out.append(DDimer(self.ev(observation, observation_when(observation), value_text(observation)),
                               at, ddimer_positive(observation)))
         return out
 
@@ -936,32 +741,32 @@ class _Builder:
             if not modality:
                 continue
             when = procedure_when(procedure)
-            result = _text_result(" ".join(texts_of(procedure)))
+            result = text_result(" ".join(texts_of(procedure)))
             if result == "unknown":
                 result = self._linked_result(modality, when, reports, result_observations)
             results.append(ImagingOnRecord(modality, self.ev(procedure, when), result))
         for modality, when, report in reports:
-            results.append(ImagingOnRecord(modality, self.ev(report, when), _report_result(report)))
+            results.append(ImagingOnRecord(modality, self.ev(report, when), report_result(report)))
         # G-08: an Observation coded with a knee study's LOINC code is a study on record by itself
         # when no Procedure or report of that study stands beside it.
         recorded = [(i.modality, i.evidence.when) for i in results]
         for modality, when, observation in result_observations:
-            if not any(m == modality and (_near(w, when) or _near(when, w)) for m, w in recorded):
-                results.append(ImagingOnRecord(modality, self.ev(observation, when), _observation_result(observation)))
+            if not any(m == modality and (near(w, when) or near(when, w)) for m, w in recorded):
+                results.append(ImagingOnRecord(modality, self.ev(observation, when), observation_result(observation)))
         return results
 
     def _linked_result(self, modality, when, reports, observations) -> str:
         for other_modality, other_when, report in reports:
-            if other_modality == modality and _near(when, other_when):
-                return _report_result(report)
+            if other_modality == modality and near(when, other_when):
+                return report_result(report)
         for other_modality, other_when, observation in observations:
-            if other_modality == modality and _near(when, other_when):
-                return _observation_result(observation)
+            if other_modality == modality and near(when, other_when):
+                return observation_result(observation)
         return "unknown"
 
     def _mechanism(self) -> str | None:
         for observation in self.live_observations():
-            if _finding_code(observation) == "injury-mechanism":
+            if finding_code(observation) == "injury-mechanism":
                 value = observation.valueString or (observation.valueCodeableConcept.text
                                                     if observation.valueCodeableConcept else None)
                 if value:
@@ -1064,81 +869,3 @@ class _Builder:
                                observation_when(weight), value=f"BMI {value:.1f} kg/m²")
 
 
-def _value_text(observation: Any) -> str | None:
-    if observation.valueQuantity is not None and observation.valueQuantity.value is not None:
-        q = observation.valueQuantity
-        return f"{q.value:g} {q.unit or q.code or ''}".strip()
-    if observation.valueString:
-        return observation.valueString
-    if observation.valueCodeableConcept is not None:
-        return observation.valueCodeableConcept.text or next(
-            (c.display or c.code for c in _codings(observation.valueCodeableConcept)), None)
-    return None
-
-
-def ddimer_positive(observation: Any) -> bool | None:
-    """Positive or negative from the Observation's own interpretation or reference range (codes.md §7)."""
-    for interpretation in observation.interpretation or []:
-        codes = {c.code for c in _codings(interpretation)}
-        if codes & {"H", "HH", "A", "AA", "POS", "DET"}:
-            return True
-        if codes & {"N", "NEG", "ND", "L"}:
-            return False
-    q = observation.valueQuantity
-    if q is not None and q.value is not None:
-        for reference in observation.referenceRange or []:
-            if reference.high is not None and reference.high.value is not None:
-                return float(q.value) > float(reference.high.value)
-    if observation.valueCodeableConcept is not None:
-        codes = {c.code for c in _codings(observation.valueCodeableConcept)}
-        if codes & {"10828004", "POS"}:
-            return True
-        if codes & {"260385009", "NEG"}:
-            return False
-    if observation.valueString:
-        text = observation.valueString.lower()
-        if "positive" in text or "raised" in text or "elevated" in text:
-            return True
-        if "negative" in text or "normal" in text:
-            return False
-    return None
-
-
-def _text_result(text: str) -> str:
-    if not text:
-        return "unknown"
-    if _NORMAL_RESULT.search(text):
-        return "normal"
-    return "unknown"
-
-
-def _report_result(report: Any) -> str:
-    text = " ".join([report.conclusion or ""] + [c.text or "" for c in report.conclusionCode or []] +
-                    [d.display or "" for c in report.conclusionCode or [] for d in _codings(c)])
-    if not text.strip():
-        return "unknown"
-    if _NORMAL_RESULT.search(text):
-        return "effusion-only" if _EFFUSION_ONLY.search(text) and "no effusion" not in text.lower() else "normal"
-    if _EFFUSION_ONLY.search(text) and re.search(r"\bonly\b|\bsmall\b|\bsole\b", text, re.I):
-        return "effusion-only"
-    return "abnormal"
-
-
-def _observation_result(observation: Any) -> str:
-    for interpretation in observation.interpretation or []:
-        codes = {c.code for c in _codings(interpretation)}
-        if "N" in codes:
-            return "normal"
-        if codes & {"A", "AA", "H", "L", "HH", "LL"}:
-            return "abnormal"
-    if observation.valueString:
-        return _text_result(observation.valueString) if _NORMAL_RESULT.search(observation.valueString) else "abnormal"
-    return "unknown"
-
-
-def _near(a: date | None, b: date | None) -> bool:
-    return a is not None and b is not None and timedelta(0) <= (b - a) <= timedelta(days=7)
-
-
-__all__ = ["PatientFacts", "Evidence", "WellsItem", "DraftOrder", "ImagingOnRecord", "DDimer", "build_facts",
-           "LOINC"]

@@ -8,7 +8,8 @@ import pytest
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.observation import Observation
 
-from cds_service.facts import build_facts, ddimer_positive
+from cds_service.facts import build_facts
+from cds_service.fhir_read import ddimer_positive
 from cds_service.knowledge import load_knowledge
 from cds_service.parse import parse_record
 from cds_service.terminology import ICD10CM, SNOMED
