@@ -19,6 +19,7 @@ from .fhir_read import (
     Reader,
     body_sites,
     codings,
+    concept_label,
     condition_is_current,
     condition_is_history,
     condition_is_suspected,
@@ -556,7 +557,7 @@ class _Builder:
             reasons = list(encounter.reasonCode or []) + list(encounter.type or [])
             if encounter.status not in ("entered-in-error", "cancelled", "planned") and \
                     any(self.vs("cancer-treatment").matches(r) for r in reasons) and self.within(when, CANCER_TREATMENT_DAYS):
-                label = next((r.text or (r.coding[0].display if r.coding else None) for r in reasons), None)
+                label = next((concept_label(r) for r in reasons if concept_label(r)), None)
                 add("W-01", "active-cancer", 1, Evidence(ref_of(encounter), label or "Anticancer treatment encounter", when))
         for request in self.record.of("MedicationRequest"):
             when = to_date(request.authoredOn)
@@ -675,14 +676,7 @@ class _Builder:
         return (end - start).days >= 3 and self.within(end, BEDRIDDEN_DAYS)
 
     def _med_label(self, request: Any) -> str:
-        concept = request.medicationCodeableConcept
-        if concept is not None:
-            if concept.text:
-                return concept.text
-            for coding in codings(concept):
-                if coding.display:
-                    return coding.display
-        return "MedicationRequest"
+        return concept_label(request.medicationCodeableConcept) or "MedicationRequest"
 
     def _med_matches(self, request: Any, value_set: ValueSet) -> bool:
         concept = request.medicationCodeableConcept

@@ -176,21 +176,23 @@ def side_of_text(text: str | None) -> str:
     return "unknown"
 
 
+def concept_label(concept: Any) -> str | None:
+    """What a person would call a CodeableConcept: its text, else a display, else a code."""
+    if concept is None:
+        return None
+    if concept.text:
+        return concept.text
+    for coding in codings(concept):
+        if coding.display:
+            return coding.display
+    for coding in codings(concept):
+        if coding.system == PKP_FINDING and coding.code in FINDING_DISPLAY:
+            return FINDING_DISPLAY[coding.code]
+    return next((c.code for c in codings(concept) if c.code), None)
+
+
 def label_of(resource: Any) -> str:
-    code = getattr(resource, "code", None)
-    if code is not None:
-        if code.text:
-            return code.text
-        for coding in codings(code):
-            if coding.display:
-                return coding.display
-        for coding in codings(code):
-            if coding.system == PKP_FINDING and coding.code in FINDING_DISPLAY:
-                return FINDING_DISPLAY[coding.code]
-        for coding in codings(code):
-            if coding.code:
-                return coding.code
-    return resource.__resource_type__
+    return concept_label(getattr(resource, "code", None)) or resource.__resource_type__
 
 
 def ref_of(resource: Any) -> str:
