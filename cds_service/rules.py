@@ -268,14 +268,16 @@ def dvt_findings(facts: PatientFacts) -> list[Finding]:
                 out.append(Finding("dvt-unlikely-positive-d-dimer", ("D-03",),
                                    signs + _lines("Positive D-dimer (last 24 h)", [d_dimer.evidence]), wells.leg,
                                    suggestions=(duplex,), wells=wells, extra=notes))
+            elif d_dimer is not None and d_dimer.positive is False:  # D-03 completed: Wells <= 1, D-dimer negative
+                out.append(Finding("dvt-unlikely-negative-d-dimer", ("D-03",),
+                                   signs + _lines("Negative D-dimer (last 24 h)", [d_dimer.evidence]), wells.leg,
+                                   wells=wells, extra=notes + _ddimer_note(facts)))
             else:  # D-03
                 lines = signs
-                if d_dimer is not None:
-                    lines += _lines("D-dimer (last 24 h)", [d_dimer.evidence])
-                suggestions = () if d_dimer is not None and d_dimer.positive is False else (
-                    Suggest("d-dimer", "d-dimer"),)
-                out.append(Finding("dvt-unlikely", ("D-03",), lines, wells.leg, suggestions=suggestions, wells=wells,
-                                   extra=notes + _ddimer_note(facts)))
+                if d_dimer is not None:  # a result whose sign cannot be read: ask for a readable one
+                    lines += _lines("D-dimer (last 24 h), result not interpretable", [d_dimer.evidence])
+                out.append(Finding("dvt-unlikely", ("D-03",), lines, wells.leg, suggestions=(Suggest("d-dimer", "d-dimer"),),
+                                   wells=wells, extra=notes + _ddimer_note(facts)))
     elif facts.posterior_knee_pain or facts.knee_pain_unknown_location:
         if facts.recent_dvt:  # D-08
             out.append(_known_dvt(facts, (), notes))
@@ -676,8 +678,8 @@ def duplex_check(facts: PatientFacts, order: DraftOrder, dvt_in_force: Finding |
 # --- selection (card-contract.md "which card wins") -----------------------------------------------
 
 DVT_PRECEDENCE = ("dvt-urgent", "dvt-pregnancy", "dvt-postpartum", "dvt-under-18", "dvt-likely",
-                  "dvt-unlikely-positive-d-dimer", "dvt-unlikely", "dvt-known", "dvt-risk-factors-escalated",
-                  "dvt-risk-factors")
+                  "dvt-unlikely-positive-d-dimer", "dvt-unlikely", "dvt-unlikely-negative-d-dimer", "dvt-known",
+                  "dvt-risk-factors-escalated", "dvt-risk-factors")
 
 
 def _dvt_in_force(candidates: list[Finding]) -> Finding | None:

@@ -468,6 +468,11 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
         interpretation="H"),
         "Wells 0 with a positive D-dimer this morning: proximal leg vein ultrasound (D-03)",
         patient_view={"cards": [UNLIKELY, DIFF], "wells": {"score": 0, "leg": "right", "criteria": []}})
+    add("dvt-unlikely-negative-d-dimer", leg_signs("pkp-dvt-dd-02").observation(
+        "48065-7", "Fibrin D-dimer FEU", 300, "ng/mL", at=f"{TODAY.isoformat()}T09:00:00Z", high=500,
+        interpretation="N"),
+        "Wells 0 with a negative D-dimer this morning: DVT unlikely, no scan (D-03 completed)",
+        patient_view={"cards": [UNLIKELY, DIFF], "wells": {"score": 0, "leg": "right", "criteria": []}})
     add("dvt-surgery-84-days", leg_signs("pkp-surgery-84").procedure(
         [(CPT, "27447", "Arthroplasty, knee, condyle and plateau; total knee arthroplasty")],
         "Total knee replacement, left", 84, "left"),
@@ -715,6 +720,7 @@ RULE_CHECKS: list[tuple[str, str, str, str, str, bool]] = [
     ("D-02", "patient-view", "dvt-likely-calf-3.0cm", "dvt-calf-2.9cm", "D-02", False),
     ("D-03", "patient-view", "dvt-unlikely-calf-pain", "old-calf-pain", "D-03", False),
     ("D-03", "patient-view", "dvt-unlikely-positive-d-dimer", "dvt-unlikely-calf-pain", "order:39443-7", False),
+    ("D-03", "patient-view", "dvt-unlikely-calf-pain", "dvt-unlikely-negative-d-dimer", "order:48065-7", False),
     ("D-04", "patient-view", "thrombophilia", "age-60-only", "D-04", False),
     ("D-05", "patient-view", "calf-strain-with-calf-pain", "dvt-unlikely-calf-pain", "D-05", False),
     ("D-06", "order-select", "duplex-ordered-wells-2", "duplex-ordered-wells-0", "D-06", False),
