@@ -37,6 +37,13 @@ def _popliteal_us(side: str) -> dict[str, str]:
                     ("26262-6", "US Popliteal space - bilateral"), ("24881-5", "US Popliteal space"))
 
 
+def _duplex_cpt(side: str, unilateral: str, bilateral: str, what: str) -> dict[str, str]:
+    # One leg known: the unilateral study; both legs or side unknown: the complete bilateral study.
+    if side in ("right", "left"):
+        return {"system": CPT, "code": unilateral, "display": f"{what}; unilateral or limited study"}
+    return {"system": CPT, "code": bilateral, "display": f"{what}; complete bilateral study"}
+
+
 def orderable(kind: str, side: str) -> tuple[str, list[dict[str, str]], dict[str, str] | None]:
     """(text, codings, body site) of an orderable study (card-contract.md: a CPT and a LOINC code)."""
     if kind == "xray-standing":
@@ -59,18 +66,12 @@ def orderable(kind: str, side: str) -> tuple[str, list[dict[str, str]], dict[str
                                                         "nonvascular extremity structure(s)"},
             _popliteal_us(side)], _KNEE)
     if kind == "us-popliteal-artery":
-        unilateral = side in ("right", "left")
         return ("Arterial duplex ultrasound of the popliteal artery", [
-            {"system": CPT, "code": "93926" if unilateral else "93925",
-             "display": "Duplex scan of lower extremity arteries; unilateral or limited study" if unilateral
-             else "Duplex scan of lower extremity arteries; complete bilateral study"},
+            _duplex_cpt(side, "93926", "93925", "Duplex scan of lower extremity arteries"),
             _popliteal_us(side)], _KNEE)
     if kind == "venous-duplex":
-        unilateral = side in ("right", "left")
         return ("Proximal leg vein ultrasound (venous duplex)", [
-            {"system": CPT, "code": "93971" if unilateral else "93970",
-             "display": "Duplex scan of extremity veins; unilateral or limited study" if unilateral
-             else "Duplex scan of extremity veins; complete bilateral study"},
+            _duplex_cpt(side, "93971", "93970", "Duplex scan of extremity veins"),
             _by_side(side, ("39443-7", "US.doppler Lower extremity vein - right"),
                      ("39432-0", "US.doppler Lower extremity vein - left"),
                      ("39420-5", "US.doppler Lower extremity vein - bilateral"),
@@ -111,9 +112,8 @@ class CardBuilder:
     def __init__(self, knowledge: Knowledge, new_uuid: Callable[[], str] = lambda: str(uuid.uuid4())):
         self.knowledge = knowledge
         self.new_uuid = new_uuid
-
-    def modality_of(self) -> dict[str, str]:
-        return {cid: d["modality"] for cid, d in self.knowledge.cards["cards"].items() if "modality" in d}
+        # Imaging card id -> modality, read once from the definitions (rules keep one card per modality).
+        self.modality_of = {cid: d["modality"] for cid, d in knowledge.cards["cards"].items() if "modality" in d}
 
     def build(self, finding: Finding, patient_id: str, rejected: tuple[Rejected, ...], today: date) -> dict[str, Any]:
         definition = self.knowledge.card(finding.card_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
 from typing import Any
@@ -172,7 +172,6 @@ class PatientFacts:
     imaging: tuple[ImagingOnRecord, ...]
     draft_orders: tuple[DraftOrder, ...]
     left_out_types: frozenset[str]
-    notes: tuple[str, ...] = field(default=())
 
     def has(self, concept: str) -> bool:
         return bool(self.conditions.get(concept))
@@ -279,7 +278,7 @@ class _Builder:
         age = self._age()
         current, history = self._condition_concepts()
         findings = self._findings()
-        knee_pain, posterior, onset, subsites, posterior_swelling = self._knee_pain()
+        knee_pain, posterior, onset, subsites, posterior_swelling = self._knee_pain(findings)
         pregnant, postpartum, postpartum_late = self._pregnancy()
         drafts = self._drafts()
         leg_signs, warmth, swelling = self._leg_signs(posterior, knee_pain, drafts, bool(pregnant))
@@ -344,11 +343,10 @@ class _Builder:
                     history.setdefault(concept, []).append(evidence)
                     if is_current:
                         current.setdefault(concept, []).append(evidence)
-        # Locking coded as internal derangement counts only with locking words (RF-03).
-        for condition in self.conditions():
-            if condition_is_current(condition) and self.vs("internal-derangement-locking").matches(condition.code) \
+            # Locking coded as internal derangement counts only with locking words (RF-03).
+            if is_current and self.vs("internal-derangement-locking").matches(condition.code) \
                     and any(self.vs("knee-locking").matches_text(t) for t in texts_of(condition)):
-                current.setdefault("knee-locking", []).append(self.ev(condition, condition_onset(condition)))
+                current.setdefault("knee-locking", []).append(evidence)
         return ({k: tuple(v) for k, v in current.items()}, {k: tuple(v) for k, v in history.items()})
 
     def _findings(self) -> dict[str, tuple[Evidence, ...]]:
@@ -360,7 +358,7 @@ class _Builder:
             out.setdefault(code, []).append(self.ev(observation, observation_when(observation)))
         return {k: tuple(v) for k, v in out.items()}
 
-    def _knee_pain(self):
+    def _knee_pain(self, findings: dict[str, tuple[Evidence, ...]]):
         knee_pain: list[KneePain] = []
         posterior: list[Evidence] = []
         onsets: list[date] = []
@@ -394,12 +392,8 @@ class _Builder:
                 swelling = swelling or bool(_SWELLING.search(text))
                 if onset is not None:
                     onsets.append(onset)
-        if self.finding_present("pulsatile-popliteal-mass"):
-            swelling = True
+        swelling = swelling or bool(findings.get("pulsatile-popliteal-mass"))
         return knee_pain, posterior, (min(onsets) if onsets else None), subsites, swelling
-
-    def finding_present(self, code: str) -> bool:
-        return any(finding_code(o) == code and observation_positive(o) for o in self.live_observations())
 
     def _location(self, condition: Any, text: str) -> str:
         for site in condition.bodySite or []:
@@ -499,7 +493,7 @@ class _Builder:
                 signs.append(evidence)  # (c) clinician suspicion
             if self.vs("ruptured-bakers-cyst").matches(condition.code) and self.within(onset, LEG_SIGN_DAYS, True):
                 signs.append(evidence)  # K-08: a ruptured cyst mimics DVT, so the DVT pathway runs
-            if any(_HOT_CALF.search(t) and affirmed(t, _HOT_CALF) for t in texts_of(condition)) \
+            if any(affirmed(t, _HOT_CALF) for t in texts_of(condition)) \
                     and self.within(onset, EXAM_DAYS, undated=True):
                 warmth.append(evidence)
         for observation in self.live_observations():

@@ -57,7 +57,7 @@ def decide(
     drafts = tuple(r for r in record.of("ServiceRequest") if r.status == "draft")
     facts = build_facts(record, knowledge, now, drafts)
     builder = card_builder or CardBuilder(knowledge)
-    findings = rules.evaluate(facts, hook, builder.modality_of())
+    findings = rules.evaluate(facts, hook, builder.modality_of)
     cards = [builder.build(f, context["patientId"], record.rejected, facts.today) for f in findings]
     cards.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
     return Decision(cards, record.rejected, gaps)

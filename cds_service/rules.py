@@ -601,25 +601,25 @@ def assessment(facts: PatientFacts) -> list[Finding]:
 # --- order hooks ----------------------------------------------------------------------------------
 
 
-def order_findings(facts: PatientFacts, dvt_in_force: Finding | None) -> list[Finding]:
+def order_findings(facts: PatientFacts, dvt_in_force: Finding | None, red_flag: bool) -> list[Finding]:
     out = []
     for order in facts.draft_orders:
         if order.modality == "mri":
-            out += mri_before_xray(facts, order)
+            out += mri_before_xray(facts, order, red_flag)
         elif order.modality == "xray":
-            out += xray_not_required(facts, order)
+            out += xray_not_required(facts, order, red_flag)
         elif order.modality == "venous-duplex":
             out += duplex_check(facts, order, dvt_in_force)
     return out
 
 
-def mri_before_xray(facts: PatientFacts, order: DraftOrder) -> list[Finding]:
+def mri_before_xray(facts: PatientFacts, order: DraftOrder, red_flag: bool) -> list[Finding]:
     """K-07: knee MRI ordered for chronic knee pain without a knee radiograph in 12 months."""
     if not _chronic(facts) or (facts.age is not None and facts.age < ACR_MIN_AGE):
         return []
     if any(_within(facts, e.when, INJURY_LOOKBACK_DAYS) or e.when is None for e in facts.cond("knee-injury")):
         return []
-    if facts.cond("mechanical-or-red-flag") or facts.finding("knee-locking") or red_flags(facts):
+    if facts.cond("mechanical-or-red-flag") or facts.finding("knee-locking") or red_flag:
         return []
     side = order.side if order.side != "unknown" else facts.painful_side
     if _xrays_of_knee(facts, side):
@@ -637,13 +637,13 @@ def mri_before_xray(facts: PatientFacts, order: DraftOrder) -> list[Finding]:
                     suggestions=(Suggest("xray-standing", "replace", replaces=order),))]
 
 
-def xray_not_required(facts: PatientFacts, order: DraftOrder) -> list[Finding]:
+def xray_not_required(facts: PatientFacts, order: DraftOrder, red_flag: bool) -> list[Finding]:
     """K-03: knee X-ray ordered after an injury with both decision rules negative."""
     ott, _ = ottawa(facts)
     pitt, _ = pittsburgh(facts)
     if ott is not False or pitt is True:
         return []
-    if facts.cond("knee-effusion") or facts.finding("unable-bear-weight-4-steps") or red_flags(facts):
+    if facts.cond("knee-effusion") or facts.finding("unable-bear-weight-4-steps") or red_flag:
         return []
     injuries = _acute_injuries(facts)
     lines = _lines("Knee injury", injuries) + (
@@ -722,7 +722,7 @@ def evaluate(facts: PatientFacts, hook: str, modality_of: dict[str, str]) -> lis
         return findings
     # Order hooks: appropriateness per draft order; the DVT card when a DVT test is being ordered or
     # the calf is hot and swollen (D-06); red flags are never suppressed.
-    findings = order_findings(facts, dvt)
+    findings = order_findings(facts, dvt, red_flag=bool(flags))
     ordering_dvt_test = any(o.modality in ("venous-duplex", "d-dimer") for o in facts.draft_orders)
     if dvt is not None and (ordering_dvt_test or dvt.card_id == "dvt-urgent"):
         if ordering_dvt_test and dvt.card_id in ("dvt-urgent", "dvt-likely", "dvt-pregnancy", "dvt-postpartum",

@@ -8,7 +8,6 @@ preceding negation ("denies knee pain", "no calf swelling").
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +119,3 @@ def affirmed(text: str, pattern: re.Pattern[str]) -> bool:
 def load_value_sets(spec: dict[str, Any]) -> dict[str, ValueSet]:
     return {name: ValueSet.from_json(name, body) for name, body in spec.items()}
 
-
-def any_matches(value_set: ValueSet, concepts: Iterable[Any]) -> bool:
-    return any(value_set.matches(c) for c in concepts)

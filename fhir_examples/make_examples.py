@@ -294,18 +294,19 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
             "Twisting injury of the right knee playing football", 60),
         "28-year-old with a meniscal tear after a knee injury (K-09: MRI and orthopaedic referral)",
         patient_view={"cards": [card("imaging", "warning"), XRAY]})
-    add("normal-knee-mri",
-        base("pkp-mri-normal-01", onset=150).knee_xray("right", 120).report(
+    def after_xray_and_mri(pid: str, mri_conclusion: str) -> Record:
+        """Chronic posterior knee pain with a normal X-ray 120 days ago and a knee MRI 60 days ago."""
+        return base(pid, onset=150).knee_xray("right", 120).report(
             "24805-4", "XR Knee AP and Lateral W standing", "Normal", 120).procedure(
             [(CPT, "73721", "MRI lower extremity joint without contrast")], "MRI right knee", 60, "right").report(
-            "26258-4", "MR Knee - right", "Normal MRI of the right knee; no meniscal or ligament tear.", 60),
+            "26258-4", "MR Knee - right", mri_conclusion, 60)
+
+    add("normal-knee-mri",
+        after_xray_and_mri("pkp-mri-normal-01", "Normal MRI of the right knee; no meniscal or ligament tear."),
         "Persisting posterior knee pain after a normal knee MRI (K-10)",
         patient_view={"cards": [card("referred-pain", "info"), DIFF, ASSESS]})
     add("abnormal-knee-mri",
-        base("pkp-mri-abn-01", onset=150).knee_xray("right", 120).report(
-            "24805-4", "XR Knee AP and Lateral W standing", "Normal", 120).procedure(
-            [(CPT, "73721", "MRI lower extremity joint without contrast")], "MRI right knee", 60, "right").report(
-            "26258-4", "MR Knee - right", "Horizontal tear of the posterior horn of the medial meniscus.", 60),
+        after_xray_and_mri("pkp-mri-abn-01", "Horizontal tear of the posterior horn of the medial meniscus."),
         "Posterior knee pain after an MRI showing a tear: not the normal-MRI rule (K-10 near miss)",
         patient_view={"cards": [DIFF, ASSESS]})
     add("hamstring-strain", base("pkp-hamstring-01", onset=20).condition(
