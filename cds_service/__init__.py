@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 import httpx
 from flask import Flask
@@ -33,6 +33,7 @@ class Runtime:
     clock: Callable[[], datetime]
     card_builder: CardBuilder
     verifier: JwtVerifier | None
+    zone: tzinfo
 
 
 def runtime(app: Flask) -> Runtime:
@@ -74,6 +75,7 @@ def create_app(
         clock=clock,
         card_builder=CardBuilder(knowledge),
         verifier=verifier,
+        zone=settings.zone(),
     )
 
     from . import discovery, feedback, hooks, http

@@ -15,34 +15,27 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
+from .chart import ChartEntry, ChartIndex
 from .fhir_read import (
-    Reader,
     body_sites,
     codings,
     concept_label,
     condition_is_current,
     condition_is_history,
     condition_is_suspected,
-    condition_onset,
     ddimer_positive,
     finding_code,
     label_of,
     near,
     observation_positive,
     observation_result,
-    observation_when,
-    procedure_when,
     quantity_in,
-    ref_of,
     report_result,
     text_result,
-    texts_of,
     to_date,
     value_text,
 )
-from .knowledge import Knowledge
-from .parse import ParsedRecord
-from .terminology import SNOMED, ValueSet, affirmed
+from .terminology import SNOMED, affirmed
 
 _DEAD_OBSERVATION = {"entered-in-error", "cancelled"}
 
@@ -62,11 +55,7 @@ _SUBSITES = (
 )
 _SWELLING = re.compile(r"\b(swelling|swollen|fullness|lump|mass|bulge)\b", re.I)
 _SPRINT_KICK = re.compile(r"\b(sprint\w*|kick\w*|running)\b", re.I)
-_HOT_CALF = re.compile(r"\b(hot|warm)\b.*\b(calf|leg)\b|\b(calf|leg)\b.*\b(hot|warm)\b", re.I)
-_TREATMENT_TEXT = re.compile(r"\b(chemotherap\w*|radiotherap\w*|radiation therapy|immunotherap\w*)\b", re.I)
-_DELIVERY_TEXT = re.compile(r"\b(deliver(y|ed)|caesarean|cesarean|childbirth)\b", re.I)
 _KNEE_TEXT = re.compile(r"\bknee\b", re.I)
-_CALF_CIRCUMFERENCE = re.compile(r"calf circumference", re.I)
 
 
 LEG_SIGN_DAYS = 28  # rules.md G-09 (a): last 4 weeks (UNRESOLVED design choice)
@@ -80,7 +69,6 @@ PREGNANCY_DAYS = 294  # R-05: 42 weeks
 POSTPARTUM_DAYS = 42  # P-02: 6 weeks
 POSTPARTUM_RISK_DAYS = 84  # R-05: risk stays raised to ~12 weeks (shown only)
 TRAVEL_DAYS = 56  # R-04: 8 weeks
-ACUTE_INJURY_DAYS = 7  # Ottawa: injury within 7 days
 
 
 @dataclass(frozen=True)
@@ -224,27 +212,18 @@ REQUIRED_VALUE_SETS = tuple(sorted(set(CURRENT_CONCEPTS) | set(HISTORY_CONCEPTS)
     "knee-pain", "posterior-knee-diagnosis", "calf-leg-signs", "ruptured-bakers-cyst", "immobilisation-procedure",
     "major-surgery", "d-dimer", "d-dimer-order", "knee-xray", "knee-mri", "knee-us", "venous-duplex", "pain-score",
     "body-temperature", "bmi", "body-weight", "body-height", "pregnancy-status", "internal-derangement-locking",
-    "thrombophlebitis-unspecified"}))
+    "thrombophlebitis-unspecified", "calf-warmth", "calf-circumference", "exam-findings-local"}))
 
 
-def build_facts(
-    record: ParsedRecord,
-    knowledge: Knowledge,
-    now: datetime,
-    draft_orders: tuple[Any, ...] = (),
-) -> PatientFacts:
-    return _Builder(record, knowledge, now, draft_orders).build()
+def build_facts(index: ChartIndex, now: datetime) -> PatientFacts:
+    return _Builder(index, now).build()
 
 
 class _Builder:
-    def __init__(self, record: ParsedRecord, knowledge: Knowledge, now: datetime, drafts: tuple[Any, ...]):
-        self.record = record
-        self.k = knowledge
-        self.vs = knowledge.vs
+    def __init__(self, index: ChartIndex, now: datetime):
+        self.index = index
         self.now = now
         self.today = now.date()
-        self.read = Reader(knowledge)
-        self.drafts = drafts
 
     # helpers
     def within(self, when: date | None, days: int, undated: bool = False) -> bool:
@@ -252,27 +231,32 @@ class _Builder:
             return undated
         return 0 <= (self.today - when).days <= days
 
-    def ev(self, resource: Any, when: date | None, value: str | None = None, suspected: bool = False) -> Evidence:
-        if value is None and resource.__resource_type__ == "Observation" and resource.valueBoolean is None:
+    def ev(self, entry: ChartEntry, when: date | None = None, value: str | None = None,
+           suspected: bool = False) -> Evidence:
+        resource = entry.resource
+        if value is None and entry.resource_type == "Observation" and resource.valueBoolean is None:
             value = value_text(resource)
-        return Evidence(ref_of(resource), label_of(resource), when, self.read.side(resource), value, suspected)
+        return Evidence(entry.reference, label_of(resource), entry.when if when is None else when, entry.side, value,
+                        suspected)
 
     @cached_property
-    def _conditions(self) -> tuple[Any, ...]:
+    def _conditions(self) -> tuple[ChartEntry, ...]:
         # Future-dated entries are not current data.
-        return tuple(c for c in self.record.of("Condition")
-                     if (condition_onset(c) or self.today) <= self.today)
+        return tuple(c for c in self.index.of("Condition") if (c.when or self.today) <= self.today)
 
     @cached_property
-    def _observations(self) -> tuple[Any, ...]:
-        return tuple(o for o in self.record.of("Observation")
-                     if o.status not in _DEAD_OBSERVATION and (observation_when(o) or self.today) <= self.today)
+    def _observations(self) -> tuple[ChartEntry, ...]:
+        return tuple(o for o in self.index.of("Observation")
+                     if o.resource.status not in _DEAD_OBSERVATION and (o.when or self.today) <= self.today)
 
-    def conditions(self) -> Iterable[Any]:
+    def conditions(self) -> Iterable[ChartEntry]:
         return self._conditions
 
-    def live_observations(self) -> Iterable[Any]:
+    def live_observations(self) -> Iterable[ChartEntry]:
         return self._observations
+
+    def of(self, resource_type: str) -> tuple[ChartEntry, ...]:
+        return self.index.of(resource_type)
 
     def build(self) -> PatientFacts:
         age = self._age()
@@ -316,12 +300,11 @@ class _Builder:
             prior_knee_surgery=tuple(self._prior_knee_surgery(current)),
             imaging=tuple(imaging),
             draft_orders=drafts,
-            left_out_types=frozenset(self.record.rejected_types()),
+            left_out_types=frozenset(self.index.rejected_types()),
         )
 
     def _age(self) -> int | None:
-        patient = self.record.patient
-        birth = to_date(getattr(patient, "birthDate", None)) if patient is not None else None
+        birth = self.index.birth_date if self.index.patient is not None else None
         if birth is None:
             return None
         return self.today.year - birth.year - ((self.today.month, self.today.day) < (birth.month, birth.day))
@@ -329,33 +312,29 @@ class _Builder:
     def _condition_concepts(self) -> tuple[dict[str, tuple[Evidence, ...]], dict[str, tuple[Evidence, ...]]]:
         current: dict[str, list[Evidence]] = {}
         history: dict[str, list[Evidence]] = {}
-        for condition in self.conditions():
-            is_current = condition_is_current(condition)
-            is_history = condition_is_history(condition)
-            if not is_history:
+        for entry in self.conditions():
+            condition = entry.resource
+            if not condition_is_history(condition):
                 continue
-            evidence = self.ev(condition, condition_onset(condition), suspected=condition_is_suspected(condition))
+            is_current = condition_is_current(condition)
+            evidence = self.ev(entry, suspected=condition_is_suspected(condition))
             for concept in CURRENT_CONCEPTS:
-                if is_current and self.vs(concept).matches(condition.code):
+                if is_current and concept in entry.concepts:
                     current.setdefault(concept, []).append(evidence)
             for concept in HISTORY_CONCEPTS:
-                if self.vs(concept).matches(condition.code):
+                if concept in entry.concepts:
                     history.setdefault(concept, []).append(evidence)
-                    if is_current:
+                    if is_current and concept not in CURRENT_CONCEPTS:
                         current.setdefault(concept, []).append(evidence)
-            # Locking coded as internal derangement counts only with locking words (RF-03).
-            if is_current and self.vs("internal-derangement-locking").matches(condition.code) \
-                    and any(self.vs("knee-locking").matches_text(t) for t in texts_of(condition)):
-                current.setdefault("knee-locking", []).append(evidence)
         return ({k: tuple(v) for k, v in current.items()}, {k: tuple(v) for k, v in history.items()})
 
     def _findings(self) -> dict[str, tuple[Evidence, ...]]:
         out: dict[str, list[Evidence]] = {}
-        for observation in self.live_observations():
-            code = finding_code(observation)
-            if code is None or not observation_positive(observation):
+        for entry in self.live_observations():
+            code = finding_code(entry.resource)
+            if code is None or not observation_positive(entry.resource):
                 continue
-            out.setdefault(code, []).append(self.ev(observation, observation_when(observation)))
+            out.setdefault(code, []).append(self.ev(entry))
         return {k: tuple(v) for k, v in out.items()}
 
     def _knee_pain(self, findings: dict[str, tuple[Evidence, ...]]):
@@ -364,16 +343,17 @@ class _Builder:
         onsets: list[date] = []
         subsites: set[str] = set()
         swelling = False
-        for condition in self.conditions():
+        for entry in self.conditions():
+            condition = entry.resource
             if not condition_is_current(condition):
                 continue
-            text = " ".join(texts_of(condition))
-            is_knee_pain = self.vs("knee-pain").matches(condition.code)
-            posterior_dx = self.vs("posterior-knee-diagnosis").matches(condition.code)
+            text = entry.text
+            is_knee_pain = "knee-pain" in entry.concepts
+            posterior_dx = "posterior-knee-diagnosis" in entry.concepts
             if not (is_knee_pain or posterior_dx):
                 continue
-            onset = condition_onset(condition)
-            evidence = self.ev(condition, onset, suspected=condition_is_suspected(condition))
+            onset = entry.when
+            evidence = self.ev(entry, suspected=condition_is_suspected(condition))
             location = self._location(condition, text) if is_knee_pain else "posterior"
             sites = {name for name, pattern in _SUBSITES if pattern.search(text)}
             for site in condition.bodySite or []:
@@ -410,16 +390,12 @@ class _Builder:
         postpartum: list[Evidence] = []
         late: list[Evidence] = []
         deliveries: list[tuple[date | None, Evidence]] = []
-        for condition in self.conditions():
-            if not condition_is_history(condition):
-                continue
-            onset = condition_onset(condition)
-            if self.vs("postpartum").matches(condition.code):
-                deliveries.append((onset, self.ev(condition, onset)))
-        for procedure in self.record.of("Procedure"):
-            if procedure.status == "completed" and any(_DELIVERY_TEXT.search(t) for t in texts_of(procedure)):
-                when = procedure_when(procedure)
-                deliveries.append((when, self.ev(procedure, when)))
+        for entry in self.conditions():
+            if condition_is_history(entry.resource) and "postpartum" in entry.concepts:
+                deliveries.append((entry.when, self.ev(entry)))
+        for entry in self.of("Procedure"):
+            if entry.resource.status == "completed" and "postpartum" in entry.concepts:
+                deliveries.append((entry.recent, self.ev(entry)))
         for when, evidence in deliveries:
             if when is None:
                 # An undated postpartum state on the problem list: counted (conservative).
@@ -431,41 +407,35 @@ class _Builder:
                 late.append(evidence)
         last_delivery = max((w for w, _ in deliveries if w is not None), default=None)
 
-        status_obs = [o for o in self.live_observations() if self.vs("pregnancy-status").matches(o.code)]
+        status_obs = [o for o in self.live_observations() if "pregnancy-status" in o.concepts]
         if status_obs:
-            latest = max(status_obs, key=lambda o: observation_when(o) or date.min)
-            codes = {c.code for c in codings(latest.valueCodeableConcept)} if latest.valueCodeableConcept else set()
+            latest = max(status_obs, key=lambda o: o.when or date.min)
+            value = latest.resource.valueCodeableConcept
+            codes = {c.code for c in codings(value)} if value else set()
             if "60001007" in codes:  # latest says not pregnant: overrides the problem list
                 return [], postpartum, late
             if "77386006" in codes:
-                pregnant.append(self.ev(latest, observation_when(latest), "pregnant"))
+                pregnant.append(self.ev(latest, value="pregnant"))
                 return pregnant, postpartum, late
-        for condition in self.conditions():
-            if not condition_is_current(condition) or not self.vs("pregnancy").matches(condition.code):
+        for entry in self.conditions():
+            if not condition_is_current(entry.resource) or "pregnancy" not in entry.concepts:
                 continue
-            onset = condition_onset(condition)
+            onset = entry.when
             if onset is None or not self.within(onset, PREGNANCY_DAYS):
                 continue  # stale problem-list entry
             if last_delivery is not None and last_delivery >= onset:
                 continue
-            pregnant.append(self.ev(condition, onset))
+            pregnant.append(self.ev(entry))
         return pregnant, postpartum, late
 
     def _drafts(self) -> tuple[DraftOrder, ...]:
         out = []
-        for order in self.drafts:
-            modality = self.modality(order.code)
-            if modality is None and self.vs("d-dimer-order").matches(order.code):
+        for order in self.index.drafts:
+            modality = modality_of(order.concepts)
+            if modality is None and "d-dimer-order" in order.concepts:
                 modality = "d-dimer"
-            out.append(DraftOrder(ref_of(order), modality, label_of(order), self.read.side(order)))
+            out.append(DraftOrder(order.reference, modality, label_of(order.resource), order.side))
         return tuple(out)
-
-    def modality(self, concept: Any) -> str | None:
-        for modality, name in (("xray", "knee-xray"), ("mri", "knee-mri"), ("us-knee", "knee-us"),
-                               ("venous-duplex", "venous-duplex")):
-            if self.vs(name).matches(concept):
-                return modality
-        return None
 
     def _leg_signs(self, posterior, knee_pain, drafts, pregnant: bool):
         """G-09: leg signs / DVT suspected; also the warmth and swelling/tenderness D-01 needs."""
@@ -479,49 +449,49 @@ class _Builder:
             # P-01: in pregnancy a sign of either leg counts (left-leg DVT predominates).
             return pregnant or side in ("unknown", "both") or not painful or side in painful or "both" in painful
 
-        for condition in self.conditions():
+        for entry in self.conditions():
+            condition = entry.resource
             if not condition_is_current(condition):
                 continue
-            onset = condition_onset(condition)
-            evidence = self.ev(condition, onset, suspected=condition_is_suspected(condition))
-            if self.vs("calf-leg-signs").matches(condition.code) and self.within(onset, LEG_SIGN_DAYS, undated=True) \
+            evidence = self.ev(entry, suspected=condition_is_suspected(condition))
+            if "calf-leg-signs" in entry.concepts and self.within(entry.recent, LEG_SIGN_DAYS, undated=True) \
                     and on_painful_side(evidence.side):
                 signs.append(evidence)
                 swelling.append(evidence)
-            if (self.vs("dvt").matches(condition.code) and condition_is_suspected(condition)) or \
-                    self.vs("thrombophlebitis-unspecified").matches(condition.code):
+            if ("dvt" in entry.concepts and condition_is_suspected(condition)) or \
+                    "thrombophlebitis-unspecified" in entry.concepts:
                 signs.append(evidence)  # (c) clinician suspicion
-            if self.vs("ruptured-bakers-cyst").matches(condition.code) and self.within(onset, LEG_SIGN_DAYS, True):
+            if "ruptured-bakers-cyst" in entry.concepts and self.within(entry.recent, LEG_SIGN_DAYS, True):
                 signs.append(evidence)  # K-08: a ruptured cyst mimics DVT, so the DVT pathway runs
-            if any(affirmed(t, _HOT_CALF) for t in texts_of(condition)) \
-                    and self.within(onset, EXAM_DAYS, undated=True):
+            if "calf-warmth" in entry.concepts and self.within(entry.recent, EXAM_DAYS, undated=True):
                 warmth.append(evidence)
-        for observation in self.live_observations():
-            when = observation_when(observation)
+        for entry in self.live_observations():
+            observation = entry.resource
+            recent = entry.recent
             code = finding_code(observation)
-            evidence = self.ev(observation, when)
+            evidence = self.ev(entry)
             if code in ("deep-vein-tenderness", "entire-leg-swollen", "pitting-oedema-symptomatic-leg",
                         "collateral-superficial-veins", "calf-warmth") and observation_positive(observation) \
-                    and self.within(when, EXAM_DAYS, undated=True):
+                    and self.within(recent, EXAM_DAYS, undated=True):
                 signs.append(evidence)
                 if code == "calf-warmth":
                     warmth.append(evidence)
                 else:
                     swelling.append(evidence)
-            elif code == "calf-circumference-difference" and self.within(when, EXAM_DAYS, undated=True):
+            elif code == "calf-circumference-difference" and self.within(recent, EXAM_DAYS, undated=True):
                 cm = quantity_in(observation.valueQuantity, "cm")
                 if cm is not None and cm >= 3.0:
                     signs.append(evidence)
                     swelling.append(evidence)
-            elif code == "wells-dvt-score" and self.within(when, EXAM_DAYS, undated=True):
+            elif code == "wells-dvt-score" and self.within(recent, EXAM_DAYS, undated=True):
                 signs.append(evidence)  # (c) the clinician scored Wells: DVT is suspected
-            elif code is None and self.vs("calf-leg-signs").matches(observation.code) \
-                    and observation_positive(observation) and self.within(when, LEG_SIGN_DAYS, undated=True) \
+            elif code is None and "calf-leg-signs" in entry.concepts \
+                    and observation_positive(observation) and self.within(recent, LEG_SIGN_DAYS, undated=True) \
                     and on_painful_side(evidence.side):
                 signs.append(evidence)
                 swelling.append(evidence)
-            if code is None and any(affirmed(t, _HOT_CALF) for t in texts_of(observation)) \
-                    and observation_positive(observation) and self.within(when, EXAM_DAYS, undated=True):
+            if code is None and "calf-warmth" in entry.concepts \
+                    and observation_positive(observation) and self.within(recent, EXAM_DAYS, undated=True):
                 warmth.append(evidence)
                 signs.append(evidence)
         for order in drafts:
@@ -541,55 +511,53 @@ class _Builder:
         for evidence in history.get("cancer-treatment", ()) + current.get("palliative", ()):
             if evidence.when is None or self.within(evidence.when, CANCER_TREATMENT_DAYS):
                 add("W-01", "active-cancer", 1, evidence)
-        for procedure in self.record.of("Procedure"):
-            when = procedure_when(procedure)
-            if procedure.status in ("completed", "in-progress") and \
-                    any(_TREATMENT_TEXT.search(t) for t in texts_of(procedure)) and self.within(when, CANCER_TREATMENT_DAYS):
-                add("W-01", "active-cancer", 1, self.ev(procedure, when))
-        for encounter in self.record.of("Encounter"):
-            when = to_date(encounter.period.start) if encounter.period and encounter.period.start else None
-            reasons = list(encounter.reasonCode or []) + list(encounter.type or [])
+        for entry in self.of("Procedure"):
+            if entry.resource.status in ("completed", "in-progress") and "cancer-treatment" in entry.concepts \
+                    and self.within(entry.recent, CANCER_TREATMENT_DAYS):
+                add("W-01", "active-cancer", 1, self.ev(entry))
+        for entry in self.of("Encounter"):
+            encounter = entry.resource
             if encounter.status not in ("entered-in-error", "cancelled", "planned") and \
-                    any(self.vs("cancer-treatment").matches(r) for r in reasons) and self.within(when, CANCER_TREATMENT_DAYS):
+                    "cancer-treatment" in entry.concepts and self.within(entry.recent, CANCER_TREATMENT_DAYS):
+                reasons = list(encounter.reasonCode or []) + list(encounter.type or [])
                 label = next((concept_label(r) for r in reasons if concept_label(r)), None)
-                add("W-01", "active-cancer", 1, Evidence(ref_of(encounter), label or "Anticancer treatment encounter", when))
-        for request in self.record.of("MedicationRequest"):
-            when = to_date(request.authoredOn)
-            if request.status in ("active", "completed") and self._med_matches(request, self.vs("cancer-treatment")) \
-                    and self.within(when, CANCER_TREATMENT_DAYS, undated=request.status == "active"):
-                add("W-01", "active-cancer", 1, Evidence(ref_of(request), self._med_label(request), when))
+                add("W-01", "active-cancer", 1,
+                    Evidence(entry.reference, label or "Anticancer treatment encounter", entry.when))
+        for entry in self.of("MedicationRequest"):
+            request = entry.resource
+            if request.status in ("active", "completed") and "cancer-treatment" in entry.concepts \
+                    and self.within(entry.when, CANCER_TREATMENT_DAYS, undated=request.status == "active"):
+                add("W-01", "active-cancer", 1, Evidence(entry.reference, _med_label(request), entry.when))
         # W-02 paralysis, paresis or recent plaster immobilisation.
         for evidence in current.get("leg-paralysis", ()):
             add("W-02", "paralysis-or-immobilisation", 1, evidence)
-        for procedure in self.record.of("Procedure"):
-            when = procedure_when(procedure)
-            if procedure.status in ("completed", "in-progress") and \
-                    self.vs("immobilisation-procedure").matches(procedure.code) and self.within(when, IMMOBILISATION_DAYS):
-                add("W-02", "paralysis-or-immobilisation", 1, self.ev(procedure, when))
+        for entry in self.of("Procedure"):
+            if entry.resource.status in ("completed", "in-progress") and \
+                    "immobilisation-procedure" in entry.concepts and self.within(entry.recent, IMMOBILISATION_DAYS):
+                add("W-02", "paralysis-or-immobilisation", 1, self.ev(entry))
         for evidence in findings.get("leg-immobilisation", ()):
             if self.within(evidence.when, IMMOBILISATION_DAYS, undated=True):
                 add("W-02", "paralysis-or-immobilisation", 1, evidence)
         # W-03 bedridden >= 3 days or major surgery within 12 weeks.
-        for procedure in self.record.of("Procedure"):
-            when = procedure_when(procedure)
-            if procedure.status != "completed" or self.modality(procedure.code) is not None:
+        for entry in self.of("Procedure"):
+            if entry.resource.status != "completed" or modality_of(entry.concepts) is not None:
                 continue  # imaging is not surgery
-            if self.vs("immobilisation-procedure").matches(procedure.code) and \
-                    not self.vs("major-surgery").matches_text(label_of(procedure)):
-                continue
-            if self._is_surgery(procedure) and self.within(when, WELLS_SURGERY_DAYS):
-                add("W-03", "bedridden-or-major-surgery", 1, self.ev(procedure, when, f"{(self.today - when).days} days ago"))
+            if "immobilisation-procedure" in entry.concepts and not _SURGERY_WORDS.search(label_of(entry.resource)):
+                continue  # a cast is W-02, unless it was part of an operation
+            if self._is_surgery(entry) and entry.recent is not None and self.within(entry.recent, WELLS_SURGERY_DAYS):
+                add("W-03", "bedridden-or-major-surgery", 1,
+                    self.ev(entry, value=f"{(self.today - entry.recent).days} days ago"))
         for evidence in history.get("recent-knee-arthroplasty", ()):
             if self.within(evidence.when, WELLS_SURGERY_DAYS):
                 add("W-03", "bedridden-or-major-surgery", 1, evidence)
         for evidence in current.get("bedridden", ()):
             if self.within(evidence.when, BEDRIDDEN_DAYS, undated=True):
                 add("W-03", "bedridden-or-major-surgery", 1, evidence)
-        for encounter in self.record.of("Encounter"):
-            if self._long_inpatient_stay(encounter):
-                period = encounter.period
+        for entry in self.of("Encounter"):
+            if self._long_inpatient_stay(entry.resource):
+                period = entry.resource.period
                 add("W-03", "bedridden-or-major-surgery", 1,
-                    Evidence(ref_of(encounter), "Inpatient stay of 3 days or more", to_date(period.end)))
+                    Evidence(entry.reference, "Inpatient stay of 3 days or more", to_date(period.end)))
         # W-04..W-08 examination findings (symptomatic leg only).
         for code, rule, criterion in (
             ("deep-vein-tenderness", "W-04", "deep-vein-tenderness"),
@@ -600,25 +568,25 @@ class _Builder:
             for evidence in findings.get(code, ()):
                 if self.within(evidence.when, EXAM_DAYS, undated=True):
                     add(rule, criterion, 1, evidence, leg=True)
-        for observation in self.live_observations():
-            when = observation_when(observation)
-            if not self.within(when, EXAM_DAYS, undated=True):
+        for entry in self.live_observations():
+            observation = entry.resource
+            if not self.within(entry.recent, EXAM_DAYS, undated=True):
                 continue
             if finding_code(observation) is None and "80068009" in {c.code for c in codings(observation.code)} \
                     and any(_LOWER_LIMB in {c.code for c in codings(s)} for s in body_sites(observation)) \
                     and observation_positive(observation):
-                add("W-05", "entire-leg-swollen", 1, self.ev(observation, when), leg=True)
+                add("W-05", "entire-leg-swollen", 1, self.ev(entry), leg=True)
             if finding_code(observation) == "calf-circumference-difference":
                 cm = quantity_in(observation.valueQuantity, "cm")
                 if cm is not None and cm >= 3.0:  # NICE: "at least 3 cm"
-                    add("W-06", "calf-swelling-3cm", 1, self.ev(observation, when, f"{cm:.1f} cm"), leg=True)
+                    add("W-06", "calf-swelling-3cm", 1, self.ev(entry, value=f"{cm:.1f} cm"), leg=True)
         items += self._paired_calf_measurements()
-        for condition in self.conditions():
+        for entry in self.conditions():
+            condition = entry.resource
             if condition_is_current(condition) and "80068009" in {c.code for c in codings(condition.code)} and any(
-                    _LOWER_LIMB in {c.code for c in codings(s)} for s in body_sites(condition)):
-                onset = condition_onset(condition)
-                if self.within(onset, LEG_SIGN_DAYS, undated=True):
-                    add("W-05", "entire-leg-swollen", 1, self.ev(condition, onset), leg=True)
+                    _LOWER_LIMB in {c.code for c in codings(s)} for s in body_sites(condition)) \
+                    and self.within(entry.recent, LEG_SIGN_DAYS, undated=True):
+                add("W-05", "entire-leg-swollen", 1, self.ev(entry), leg=True)
         # W-09 previously documented DVT (confirmed; any clinical status).
         for concept in ("dvt", "dvt-upper-limb", "history-of-dvt"):
             for evidence in history.get(concept, ()):
@@ -630,31 +598,30 @@ class _Builder:
         return items
 
     def _paired_calf_measurements(self) -> list[WellsItem]:
-        by_day: dict[date, dict[str, tuple[float, Any]]] = {}
-        for observation in self.live_observations():
-            if finding_code(observation) or not any(_CALF_CIRCUMFERENCE.search(t) for t in texts_of(observation)):
+        by_day: dict[date, dict[str, tuple[float, ChartEntry]]] = {}
+        for entry in self.live_observations():
+            if finding_code(entry.resource) or "calf-circumference" not in entry.concepts:
                 continue
-            when = observation_when(observation)
-            cm = quantity_in(observation.valueQuantity, "cm")
-            side = self.read.side(observation)
-            if when is None or cm is None or side not in ("left", "right") or not self.within(when, EXAM_DAYS):
+            when = entry.when
+            cm = quantity_in(entry.resource.valueQuantity, "cm")
+            if when is None or cm is None or entry.side not in ("left", "right") or not self.within(when, EXAM_DAYS):
                 continue
-            by_day.setdefault(when, {})[side] = (cm, observation)
+            by_day.setdefault(when, {})[entry.side] = (cm, entry)
         items = []
         for when, sides in by_day.items():
             if set(sides) == {"left", "right"}:
-                (lcm, lobs), (rcm, robs) = sides["left"], sides["right"]
-                bigger, cm, obs = ("right", rcm - lcm, robs) if rcm >= lcm else ("left", lcm - rcm, lobs)
+                (lcm, left), (rcm, right) = sides["left"], sides["right"]
+                bigger, cm, entry = ("right", rcm - lcm, right) if rcm >= lcm else ("left", lcm - rcm, left)
                 if cm >= 3.0:
-                    evidence = Evidence(ref_of(obs), "Calf circumference difference (paired measurements)", when,
+                    evidence = Evidence(entry.reference, "Calf circumference difference (paired measurements)", when,
                                         bigger, f"{cm:.1f} cm")
                     items.append(WellsItem("W-06", "calf-swelling-3cm", 1, evidence, True))
         return items
 
-    def _is_surgery(self, procedure: Any) -> bool:
-        if self.vs("major-surgery").matches(procedure.code):
+    def _is_surgery(self, entry: ChartEntry) -> bool:
+        if "major-surgery" in entry.concepts:
             return True
-        category = getattr(procedure, "category", None)
+        category = getattr(entry.resource, "category", None)
         return category is not None and "387713003" in {c.code for c in codings(category)}
 
     def _long_inpatient_stay(self, encounter: Any) -> bool:
@@ -669,22 +636,11 @@ class _Builder:
         start, end = to_date(period.start), to_date(period.end)
         return (end - start).days >= 3 and self.within(end, BEDRIDDEN_DAYS)
 
-    def _med_label(self, request: Any) -> str:
-        return concept_label(request.medicationCodeableConcept) or "MedicationRequest"
-
-    def _med_matches(self, request: Any, value_set: ValueSet) -> bool:
-        concept = request.medicationCodeableConcept
-        if concept is not None and value_set.matches(concept):
-            return True
-        if request.medicationReference is not None and request.medicationReference.display:
-            return value_set.matches_text(request.medicationReference.display)
-        return False
-
     def _anticoagulation(self, current) -> list[Evidence]:
         out = list(current.get("anticoagulant", ()))
-        for request in self.record.of("MedicationRequest"):
-            if request.status == "active" and self._med_matches(request, self.vs("anticoagulant")):
-                out.append(Evidence(ref_of(request), self._med_label(request), to_date(request.authoredOn)))
+        for entry in self.of("MedicationRequest"):
+            if entry.resource.status == "active" and "anticoagulant" in entry.concepts:
+                out.append(Evidence(entry.reference, _med_label(entry.resource), entry.when))
         return out
 
     def _recent_dvt(self, history, anticoagulation, leg_signs) -> list[Evidence]:
@@ -699,61 +655,61 @@ class _Builder:
 
     def _d_dimers(self) -> list[DDimer]:
         out = []
-        for observation in self.live_observations():
-            if not self.vs("d-dimer").matches(observation.code):
+        for entry in self.live_observations():
+            if "d-dimer" not in entry.concepts:
                 continue
+            observation = entry.resource
             at = observation.effectiveDateTime or observation.issued
-            out.append(DDimer(self.ev(observation, observation_when(observation), value_text(observation)),
-                              at, ddimer_positive(observation)))
+            out.append(DDimer(self.ev(entry, value=value_text(observation)), at, ddimer_positive(observation)))
         return out
 
     def _imaging(self) -> list[ImagingOnRecord]:
         results = []
         reports = []
-        for report in self.record.of("DiagnosticReport"):
-            if report.status in ("entered-in-error", "cancelled"):
+        for entry in self.of("DiagnosticReport"):
+            if entry.resource.status in ("entered-in-error", "cancelled"):
                 continue
-            modality = self.modality(report.code)
+            modality = modality_of(entry.concepts)
             if modality:
-                when = to_date(report.effectiveDateTime) or to_date(report.issued)
-                reports.append((modality, when, report))
+                reports.append((modality, entry.when, entry))
         result_observations = []
-        for observation in self.live_observations():
-            modality = self.modality(observation.code)
+        for entry in self.live_observations():
+            modality = modality_of(entry.concepts)
             if modality:
-                result_observations.append((modality, observation_when(observation), observation))
-        for procedure in self.record.of("Procedure"):
-            if procedure.status != "completed":
+                result_observations.append((modality, entry.when, entry))
+        for entry in self.of("Procedure"):
+            if entry.resource.status != "completed":
                 continue
-            modality = self.modality(procedure.code)
+            modality = modality_of(entry.concepts)
             if not modality:
                 continue
-            when = procedure_when(procedure)
-            result = text_result(" ".join(texts_of(procedure)))
+            when = entry.recent
+            result = text_result(entry.text)
             if result == "unknown":
                 result = self._linked_result(modality, when, reports, result_observations)
-            results.append(ImagingOnRecord(modality, self.ev(procedure, when), result))
-        for modality, when, report in reports:
-            results.append(ImagingOnRecord(modality, self.ev(report, when), report_result(report)))
+            results.append(ImagingOnRecord(modality, self.ev(entry, when=when), result))
+        for modality, _when, entry in reports:
+            results.append(ImagingOnRecord(modality, self.ev(entry), report_result(entry.resource)))
         # G-08: an Observation coded with a knee study's LOINC code is a study on record by itself
         # when no Procedure or report of that study stands beside it.
         recorded = [(i.modality, i.evidence.when) for i in results]
-        for modality, when, observation in result_observations:
+        for modality, when, entry in result_observations:
             if not any(m == modality and (near(w, when) or near(when, w)) for m, w in recorded):
-                results.append(ImagingOnRecord(modality, self.ev(observation, when), observation_result(observation)))
+                results.append(ImagingOnRecord(modality, self.ev(entry), observation_result(entry.resource)))
         return results
 
     def _linked_result(self, modality, when, reports, observations) -> str:
-        for other_modality, other_when, report in reports:
+        for other_modality, other_when, entry in reports:
             if other_modality == modality and near(when, other_when):
-                return report_result(report)
-        for other_modality, other_when, observation in observations:
+                return report_result(entry.resource)
+        for other_modality, other_when, entry in observations:
             if other_modality == modality and near(when, other_when):
-                return observation_result(observation)
+                return observation_result(entry.resource)
         return "unknown"
 
     def _mechanism(self) -> str | None:
-        for observation in self.live_observations():
+        for entry in self.live_observations():
+            observation = entry.resource
             if finding_code(observation) == "injury-mechanism":
                 value = observation.valueString or (observation.valueCodeableConcept.text
                                                     if observation.valueCodeableConcept else None)
@@ -763,40 +719,41 @@ class _Builder:
 
     def _pain_score(self) -> Evidence | None:
         scores = []
-        for observation in self.live_observations():
-            if self.vs("pain-score").matches(observation.code):
+        for entry in self.live_observations():
+            if "pain-score" in entry.concepts:
+                observation = entry.resource
                 value = observation.valueQuantity.value if observation.valueQuantity is not None else \
                     observation.valueInteger
                 if value is not None:
-                    scores.append((observation_when(observation) or date.min, float(value), observation))
+                    scores.append((entry.when or date.min, float(value), entry))
         if not scores:
             return None
-        when, value, observation = max(scores, key=lambda s: s[0])
-        return self.ev(observation, observation_when(observation), f"{value:g}/10")
+        _, value, entry = max(scores, key=lambda s: s[0])
+        return self.ev(entry, value=f"{value:g}/10")
 
     def _fever(self, current) -> list[Evidence]:
         out = [e for e in current.get("fever", ()) if self.within(e.when, 2, undated=True)]
-        for observation in self.live_observations():
-            if self.vs("body-temperature").matches(observation.code) and observation.valueQuantity is not None \
+        for entry in self.live_observations():
+            observation = entry.resource
+            if "body-temperature" in entry.concepts and observation.valueQuantity is not None \
                     and observation.valueQuantity.value is not None:
                 celsius = float(observation.valueQuantity.value)
                 unit = observation.valueQuantity.code or observation.valueQuantity.unit or "Cel"
                 if unit in ("[degF]", "degF", "°F"):
                     celsius = (celsius - 32) * 5 / 9
-                when = observation_when(observation)
                 at = observation.effectiveDateTime
                 recent = (self.now - at).total_seconds() <= 48 * 3600 if isinstance(at, datetime) else \
-                    self.within(when, 2)
+                    self.within(entry.recent, 2)
                 if celsius >= 38.0 and recent:
-                    out.append(self.ev(observation, when, f"{celsius:.1f} °C"))
+                    out.append(self.ev(entry, value=f"{celsius:.1f} °C"))
         return out
 
     def _prior_knee_surgery(self, current) -> list[Evidence]:
         out = list(current.get("knee-prosthesis", ()))
-        for procedure in self.record.of("Procedure"):
-            if procedure.status == "completed" and self.modality(procedure.code) is None and \
-                    self._is_surgery(procedure) and any(_KNEE_TEXT.search(t) for t in texts_of(procedure)):
-                out.append(self.ev(procedure, procedure_when(procedure)))
+        for entry in self.of("Procedure"):
+            if entry.resource.status == "completed" and modality_of(entry.concepts) is None and \
+                    self._is_surgery(entry) and _KNEE_TEXT.search(entry.text):
+                out.append(self.ev(entry))
         return out
 
     def _risk_factors(self, current, history, findings, pregnant, postpartum, late, age, wells):
@@ -821,9 +778,9 @@ class _Builder:
         for evidence in late:
             risks.append(("R-05", "Postpartum 6-12 weeks (risk still raised)", evidence))
         oestrogen = list(current.get("oestrogen", ()))
-        for request in self.record.of("MedicationRequest"):
-            if request.status == "active" and self._med_matches(request, self.vs("oestrogen")):
-                oestrogen.append(Evidence(ref_of(request), self._med_label(request), to_date(request.authoredOn)))
+        for entry in self.of("MedicationRequest"):
+            if entry.resource.status == "active" and "oestrogen" in entry.concepts:
+                oestrogen.append(Evidence(entry.reference, _med_label(entry.resource), entry.when))
         for evidence in oestrogen:
             risks.append(("R-06", "Oestrogen-containing contraception or HRT", evidence))
         for concept in ("dvt", "dvt-upper-limb", "history-of-dvt", "pe"):
@@ -836,24 +793,40 @@ class _Builder:
 
     def _bmi(self) -> tuple[float, Evidence] | None:
         """G-07: latest BMI; else computed from the latest weight and height; rounded to 1 decimal."""
-        def latest(name: str):
-            found = [(observation_when(o) or date.min, o) for o in self.live_observations()
-                     if self.vs(name).matches(o.code) and o.valueQuantity is not None
-                     and o.valueQuantity.value is not None]
+        def latest(name: str) -> ChartEntry | None:
+            found = [(o.when or date.min, o) for o in self.live_observations()
+                     if name in o.concepts and o.resource.valueQuantity is not None
+                     and o.resource.valueQuantity.value is not None]
             return max(found, key=lambda f: f[0])[1] if found else None
 
         recorded = latest("bmi")
         if recorded is not None:
-            value = round(float(recorded.valueQuantity.value), 1)
-            return value, self.ev(recorded, observation_when(recorded), f"BMI {value:.1f} kg/m²")
+            value = round(float(recorded.resource.valueQuantity.value), 1)
+            return value, self.ev(recorded, value=f"BMI {value:.1f} kg/m²")
         weight, height = latest("body-weight"), latest("body-height")
         if weight is None or height is None:
             return None
-        kg, metres = quantity_in(weight.valueQuantity, "kg"), quantity_in(height.valueQuantity, "m")
+        kg = quantity_in(weight.resource.valueQuantity, "kg")
+        metres = quantity_in(height.resource.valueQuantity, "m")
         if not kg or not metres:
             return None
         value = round(kg / (metres * metres), 1)
-        return value, Evidence(ref_of(weight), "Body mass index (from weight and height)",
-                               observation_when(weight), value=f"BMI {value:.1f} kg/m²")
+        return value, Evidence(weight.reference, "Body mass index (from weight and height)", weight.when,
+                               value=f"BMI {value:.1f} kg/m²")
 
 
+_MODALITIES = (("xray", "knee-xray"), ("mri", "knee-mri"), ("us-knee", "knee-us"), ("venous-duplex", "venous-duplex"))
+_SURGERY_WORDS = re.compile(r"\b(?:surgery|surgical|\w+ectomy|\w+otomy|\w+plasty|repair|fixation|arthroscop\w*)\b", re.I)
+
+
+def modality_of(concepts: frozenset[str]) -> str | None:
+    """The imaging modality of a resource's value sets (knee X-ray, MRI, ultrasound, venous duplex)."""
+    return next((modality for modality, name in _MODALITIES if name in concepts), None)
+
+
+def _med_label(request: Any) -> str:
+    if request.medicationCodeableConcept is not None:
+        return concept_label(request.medicationCodeableConcept) or "MedicationRequest"
+    if request.medicationReference is not None and request.medicationReference.display:
+        return request.medicationReference.display
+    return "MedicationRequest"

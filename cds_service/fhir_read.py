@@ -1,6 +1,6 @@
-"""Readers of FHIR R4 elements the facts step needs: dates, statuses, sides, labels, values, results.
+"""Readers of FHIR R4 elements the facts step needs: statuses, labels, values, results.
 
-Plain functions of ``fhir.resources`` models (or of a Knowledge, for ICD-10-CM laterality); no rule
+Plain functions of ``fhir.resources`` models (dates, sides and text come from the chart index); no rule
 logic lives here.
 """
 
@@ -10,21 +10,21 @@ import re
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from .knowledge import Knowledge
-from .terminology import ICD10CM, PKP_FINDING, SNOMED
+from .terminology import PKP_FINDING, TEXT_CAP, Clauses
 
 _INACTIVE_VERIFICATION = {"entered-in-error", "refuted"}
 _ACTIVE_CLINICAL = {"active", "recurrence", "relapse"}
 _SUSPECTED_VERIFICATION = {"provisional", "differential", "unconfirmed"}
-_SIDE_QUALIFIERS = {"24028007": "right", "7771000": "left", "51440002": "both"}
-_SIDE_TEXT = (
-    (re.compile(r"\b(bilateral|both)\b", re.I), "both"),
-    (re.compile(r"\bright\b", re.I), "right"),
-    (re.compile(r"\bleft\b", re.I), "left"),
-)
-_NORMAL_RESULT = re.compile(r"\b(normal|no abnormalit\w*|unremarkable|no (acute )?(bony )?(injury|pathology|fracture))\b",
-                            re.I)
-_EFFUSION_ONLY = re.compile(r"\beffusion\b", re.I)
+_NORMAL_RESULT = re.compile(
+    r"\b(?:normal|unremarkable|no (?:significant )?abnormalit\w*|no internal derangement|"
+    r"no (?:acute )?(?:bony )?(?:injury|pathology))\b", re.I)
+# K-10: findings that make a study abnormal when affirmed ("no joint effusion" is not one).
+_RESULT_FINDING = re.compile(
+    r"\b(?:effusions?|tears?|torn|cysts?|degenerat\w*|o?edema|oedematous|fractures?|ruptured?|osteoarthritis|"
+    r"osteophytes?|chondral|chondromalacia|lesions?|mass|thrombus|thrombosis|non-?compressible|abnormal\w*|"
+    r"narrowing|sprain|contusion|haematoma|hematoma)\b", re.I)
+_NORMAL_CODES = {"17621005"}  # SNOMED Normal
+_ABNORMAL_CODES = {"263654008"}  # SNOMED Abnormal
 
 # Displays of the local finding code system (codes.md §9), for cards when a coding has no display.
 FINDING_DISPLAY = {
@@ -46,7 +46,6 @@ FINDING_DISPLAY = {
     "pulsatile-popliteal-mass": "Pulsatile mass behind the knee",
     "wells-dvt-score": "Wells DVT score recorded by the clinician",
 }
-
 
 
 def to_date(value: Any) -> date | None:
@@ -88,30 +87,6 @@ def condition_is_suspected(condition: Any) -> bool:
     return _status_code(condition.verificationStatus) in _SUSPECTED_VERIFICATION
 
 
-def condition_onset(condition: Any) -> date | None:
-    if condition.onsetDateTime is not None:
-        return to_date(condition.onsetDateTime)
-    if condition.onsetPeriod is not None and condition.onsetPeriod.start is not None:
-        return to_date(condition.onsetPeriod.start)
-    return to_date(condition.recordedDate)
-
-
-def observation_when(observation: Any) -> date | None:
-    if observation.effectiveDateTime is not None:
-        return to_date(observation.effectiveDateTime)
-    if observation.effectivePeriod is not None and observation.effectivePeriod.start is not None:
-        return to_date(observation.effectivePeriod.start)
-    return to_date(observation.issued)
-
-
-def procedure_when(procedure: Any) -> date | None:
-    if procedure.performedDateTime is not None:
-        return to_date(procedure.performedDateTime)
-    if procedure.performedPeriod is not None:
-        return to_date(procedure.performedPeriod.end or procedure.performedPeriod.start)
-    return None
-
-
 def codings(concept: Any) -> list[Any]:
     return list(getattr(concept, "coding", None) or [])
 
@@ -122,58 +97,6 @@ def body_sites(resource: Any) -> list[Any]:
     if sites is None:
         return []
     return list(sites) if isinstance(sites, list | tuple) else [sites]
-
-
-def texts_of(resource: Any) -> list[str]:
-    out: list[str] = []
-    code = getattr(resource, "code", None)
-    if code is not None:
-        out.append(code.text or "")
-        out += [c.display or "" for c in codings(code)]
-    for site in body_sites(resource):
-        out.append(site.text or "")
-        out += [c.display or "" for c in codings(site)]
-    for note in getattr(resource, "note", None) or []:
-        out.append(note.text or "")
-    value_string = getattr(resource, "valueString", None)
-    if value_string:
-        out.append(value_string)
-    return [t for t in out if t]
-
-
-class Reader:
-    """Reads sides and labels with the knowledge's laterality table."""
-
-    def __init__(self, knowledge: Knowledge):
-        self.knowledge = knowledge
-
-    def side_of_codeable(self, concept: Any) -> str:
-        for coding in codings(concept):
-            if coding.system == ICD10CM and coding.code:
-                side = self.knowledge.icd_side(coding.code)
-                if side and side != "unknown":
-                    return side
-            if coding.system == SNOMED and coding.code in _SIDE_QUALIFIERS:
-                return _SIDE_QUALIFIERS[coding.code]
-        return side_of_text(getattr(concept, "text", None))
-
-    def side(self, resource: Any) -> str:
-        """Side from the code first (ICD laterality), then bodySite qualifiers or text."""
-        side = self.side_of_codeable(getattr(resource, "code", None))
-        if side == "unknown":
-            for site in body_sites(resource):
-                side = self.side_of_codeable(site)
-                if side != "unknown":
-                    break
-        return side
-
-
-def side_of_text(text: str | None) -> str:
-    if text:
-        for pattern, side in _SIDE_TEXT:
-            if pattern.search(text):
-                return side
-    return "unknown"
 
 
 def concept_label(concept: Any) -> str | None:
@@ -193,10 +116,6 @@ def concept_label(concept: Any) -> str | None:
 
 def label_of(resource: Any) -> str:
     return concept_label(getattr(resource, "code", None)) or resource.__resource_type__
-
-
-def ref_of(resource: Any) -> str:
-    return f"{resource.__resource_type__}/{resource.id}" if resource.id else resource.__resource_type__
 
 
 def finding_code(observation: Any) -> str | None:
@@ -275,36 +194,54 @@ def ddimer_positive(observation: Any) -> bool | None:
     return None
 
 
-def text_result(text: str) -> str:
-    if not text:
+def text_result(text: str | None) -> str:
+    """K-10 / G-08 on report text: an affirmed finding is abnormal ("effusion-only" when effusion is the only one);
+    else an affirmed normal phrase is normal; negated findings ("no meniscal tear") do not count; else unknown."""
+    if not text or not text.strip():
         return "unknown"
-    if _NORMAL_RESULT.search(text):
+    text = text[:TEXT_CAP]
+    clauses = Clauses(text)
+    findings = {m.group().lower() for m in _RESULT_FINDING.finditer(text) if clauses.affirmed_at(m.start())}
+    if findings:
+        if all(f.startswith("effusion") for f in findings):
+            return "effusion-only"
+        return "abnormal"
+    return "normal" if clauses.affirmed(_NORMAL_RESULT, text) else "unknown"
+
+
+def _coded_result(concepts: list[Any]) -> str | None:
+    codes = {c.code for concept in concepts for c in codings(concept)}
+    if codes & _NORMAL_CODES:
         return "normal"
-    return "unknown"
+    if codes & _ABNORMAL_CODES:
+        return "abnormal"
+    return None
 
 
 def report_result(report: Any) -> str:
-    text = " ".join([report.conclusion or ""] + [c.text or "" for c in report.conclusionCode or []] +
-                    [d.display or "" for c in report.conclusionCode or [] for d in codings(c)])
-    if not text.strip():
-        return "unknown"
-    if _NORMAL_RESULT.search(text):
-        return "effusion-only" if _EFFUSION_ONLY.search(text) and "no effusion" not in text.lower() else "normal"
-    if _EFFUSION_ONLY.search(text) and re.search(r"\bonly\b|\bsmall\b|\bsole\b", text, re.I):
-        return "effusion-only"
-    return "abnormal"
+    """K-10: a coded conclusion first (SNOMED normal / abnormal), then the conclusion text."""
+    coded = _coded_result(list(report.conclusionCode or []))
+    if coded:
+        return coded
+    texts = [report.conclusion or ""] + [c.text or "" for c in report.conclusionCode or []]
+    return text_result("\n".join(t for t in texts if t))
 
 
 def observation_result(observation: Any) -> str:
+    """K-10: interpretation N / A (and SNOMED normal / abnormal values) first, then the text of the result."""
     for interpretation in observation.interpretation or []:
         codes = {c.code for c in codings(interpretation)}
         if "N" in codes:
             return "normal"
         if codes & {"A", "AA", "H", "L", "HH", "LL"}:
             return "abnormal"
-    if observation.valueString:
-        return text_result(observation.valueString) if _NORMAL_RESULT.search(observation.valueString) else "abnormal"
-    return "unknown"
+    coded = _coded_result([observation.valueCodeableConcept] if observation.valueCodeableConcept else [])
+    if coded:
+        return coded
+    texts = [observation.valueString or ""] + [n.text or "" for n in observation.note or []]
+    if observation.valueCodeableConcept is not None:
+        texts.append(observation.valueCodeableConcept.text or "")
+    return text_result("\n".join(t for t in texts if t))
 
 
 def near(a: date | None, b: date | None) -> bool:

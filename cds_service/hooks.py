@@ -36,5 +36,6 @@ def call_service(service_id: str):
         rt.clock(),
         gaps=data.gaps,
         card_builder=rt.card_builder,
+        zone=rt.zone,
     )
     return jsonify(decision.response())

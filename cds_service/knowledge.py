@@ -6,11 +6,12 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .terminology import ValueSet, load_value_sets
+from .terminology import Terminology, ValueSet, load_value_sets
 from .validation import make_validator
 
 
@@ -35,6 +36,10 @@ class Knowledge:
     cards: dict[str, Any]
     value_sets: dict[str, ValueSet]
     laterality: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = ()
+
+    @cached_property
+    def terminology(self) -> Terminology:
+        return Terminology(self.value_sets)
 
     def card(self, card_id: str) -> dict[str, Any]:
         return self.cards["cards"][card_id]
@@ -85,4 +90,6 @@ def load_knowledge(configured_dir: str | None = None) -> Knowledge:
     if missing:
         raise KnowledgeError(f"{folder}/valuesets.json lacks value sets the rules read: {', '.join(missing)}")
     families = tuple((re.compile(f["pattern"]), f["sides"]) for f in laterality)
-    return Knowledge(folder, cards, load_value_sets(value_sets), families)
+    knowledge = Knowledge(folder, cards, load_value_sets(value_sets), families)
+    knowledge.terminology  # noqa: B018 - compile the text matcher at start-up, not on the first call
+    return knowledge

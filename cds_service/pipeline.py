@@ -1,16 +1,16 @@
-"""The decision pipeline shared by the HTTP hooks and the CLI: parse → facts → rules → cards."""
+"""The decision pipeline shared by the HTTP hooks and the CLI: chart index → facts → rules → cards."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from . import rules
 from .cards import CardBuilder
+from .chart import Rejected, build_index
 from .facts import build_facts
 from .knowledge import Knowledge
-from .parse import Rejected, parse_record
 from .prefetch import DataGap
 
 INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -21,6 +21,7 @@ class Decision:
     cards: list[dict[str, Any]]
     rejected: tuple[Rejected, ...]
     gaps: tuple[DataGap, ...]
+    not_read: int = 0  # resources no rule reads: not validated, not listed
 
     def response(self) -> dict[str, Any]:
         body: dict[str, Any] = {"cards": self.cards}
@@ -29,6 +30,8 @@ class Decision:
             quality["leftOut"] = [r.as_json() for r in self.rejected]
         if self.gaps:
             quality["missing"] = [g.as_json() for g in self.gaps]
+        if self.not_read:
+            quality["notRead"] = self.not_read
         if quality:
             body["extension"] = {"pkp-data-quality": quality}
         return body
@@ -52,12 +55,13 @@ def decide(
     now: datetime,
     gaps: tuple[DataGap, ...] = (),
     card_builder: CardBuilder | None = None,
+    zone: tzinfo = UTC,
 ) -> Decision:
-    record = parse_record(list(patient_resources) + draft_order_resources(context, hook))
-    drafts = tuple(r for r in record.of("ServiceRequest") if r.status == "draft")
-    facts = build_facts(record, knowledge, now, drafts)
+    drafts = [d for d in draft_order_resources(context, hook) if d.get("status") == "draft"]
+    index = build_index(patient_resources, drafts, knowledge, now.date(), zone)
+    facts = build_facts(index, now)
     builder = card_builder or CardBuilder(knowledge)
     findings = rules.evaluate(facts, hook, builder.modality_of)
-    cards = [builder.build(f, context["patientId"], record.rejected, facts.today) for f in findings]
+    cards = [builder.build(f, context["patientId"], index.rejected, facts.today) for f in findings]
     cards.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
-    return Decision(cards, record.rejected, gaps)
+    return Decision(cards, index.rejected, gaps, index.not_read)

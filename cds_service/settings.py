@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 
 def _setting(default, env: str, description: str):
@@ -36,6 +37,11 @@ class Settings:
         None,
         "KNEE_CDS_NOW",
         "Fixed 'today' (ISO date or dateTime) for reproducible demos and tests; unset = the real clock.",
+    )
+    timezone: str = _setting(
+        "UTC",
+        "KNEE_CDS_TIMEZONE",
+        "Time zone (IANA name) in which dates and dateTimes written without a zone are read (rules.md G-11).",
     )
     cors_allow_origin: str = _setting(
         "*", "KNEE_CDS_CORS_ALLOW_ORIGIN", "Value of Access-Control-Allow-Origin for browser clients."
@@ -84,6 +90,9 @@ class Settings:
         if not self.now:
             return None
         return parse_instant(self.now)
+
+    def zone(self) -> tzinfo:
+        return UTC if self.timezone.upper() == "UTC" else ZoneInfo(self.timezone)
 
     def sqlite_path(self) -> Path | None:
         prefix = "sqlite:///"

@@ -1,14 +1,18 @@
-"""Code matching against the value sets in ``cards/valuesets.json``.
+"""Code and text matching against the value sets in ``cards/valuesets.json``.
 
 No terminology server is reachable, so there is no subsumption: SNOMED and LOINC match by explicit
-code lists, ICD-10-CM by prefix (dots ignored), and ``code.text`` by patterns that understand a
-preceding negation ("denies knee pain", "no calf swelling").
+code lists, ICD-10-CM by prefix (dots ignored). Text is read as rules.md G-10 says: words matched
+whole, per clause, a negation cue negating every finding after it in its clause. Matching costs time
+linear in the text: every pattern is scanned once over the whole text, and clause boundaries and
+negation cues are found once per text.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 SNOMED = "http://snomed.info/sct"
@@ -17,13 +21,98 @@ LOINC = "http://loinc.org"
 CPT = "http://www.ama-assn.org/go/cpt"
 PKP_FINDING = "http://example.org/fhir/CodeSystem/pkp-finding"
 
-# A negation cue earlier in the same clause cancels a text match.
-_NEGATION = re.compile(r"\b(no|not|denies|denied|without|negative for|absence of|free of|nil)\b", re.I)
-_CLAUSE_BREAK = re.compile(r"[.;,:\n]|\bbut\b", re.I)
+TEXT_CAP = 10_000  # G-10: each text element is read up to its first 10,000 characters
+
+_NEGATION = re.compile(
+    r"\b(?:no|not|non|never|denies|denied|deny|without|negative for|absent|absence of|free of|nil|ruled out)\b", re.I)
+# G-10: a clause ends at . ; : a line break, "but" or "however" ...
+_CLAUSE_BREAK = re.compile(r"[.;:\n]|\b(?:but|however)\b", re.I)
+_HEADING_BREAK = re.compile(r"[.;\n]|\b(?:but|however)\b", re.I)  # a "Calf: hot, swollen" heading stays with its findings
+# ... and at a comma followed by an affirmed finding with its own verb or site ("No fever, calf hot and swollen").
+_SITE_OR_VERB = re.compile(
+    r"\b(?:calf|calves|leg|legs|knee|knees|thigh|thighs|foot|feet|ankle|shin|popliteal|hip|back|"
+    r"is|are|was|were|has|have|had|shows?|showed|feels?|felt|appears?|noted|reports?|complains?|presents?)\b", re.I)
+_COMMA_OR_BREAK = re.compile(r",|[.;:\n]|\b(?:but|however)\b", re.I)
 
 
 def _icd_key(code: str) -> str:
     return code.replace(".", "").upper()
+
+
+class Clauses:
+    """Clause boundaries and the first negation cue of each clause of one text."""
+
+    __slots__ = ("starts", "cues")
+
+    def __init__(self, text: str, breaks: re.Pattern[str] = _CLAUSE_BREAK):
+        starts = sorted({0, *(m.end() for m in breaks.finditer(text)), *_comma_boundaries(text)})
+        cues: list[int | None] = [None] * len(starts)
+        for cue in _NEGATION.finditer(text):
+            index = bisect_right(starts, cue.start()) - 1
+            if cues[index] is None:
+                cues[index] = cue.start()
+        self.starts = starts
+        self.cues = cues
+
+    def clause_of(self, position: int) -> int:
+        return bisect_right(self.starts, position) - 1
+
+    def affirmed_at(self, position: int) -> bool:
+        """A finding starting here is affirmed unless a cue starts earlier in its clause."""
+        cue = self.cues[self.clause_of(position)]
+        return cue is None or position <= cue
+
+    def affirmed(self, pattern: re.Pattern[str], text: str) -> bool:
+        return any(self.affirmed_at(m.start()) for m in pattern.finditer(text))
+
+    def affirmed_clauses(self, pattern: re.Pattern[str], text: str) -> set[int]:
+        return {self.clause_of(m.start()) for m in pattern.finditer(text) if self.affirmed_at(m.start())}
+
+
+def _comma_boundaries(text: str) -> list[int]:
+    """Commas after which a new clause starts: the next segment names its own site or verb."""
+    out = []
+    marks = [(m.start(), m.group() == ",") for m in _COMMA_OR_BREAK.finditer(text)]
+    for i, (position, is_comma) in enumerate(marks):
+        if not is_comma:
+            continue
+        end = marks[i + 1][0] if i + 1 < len(marks) else len(text)
+        if _SITE_OR_VERB.search(text, position + 1, end):
+            out.append(position + 1)
+    return out
+
+
+def affirmed(text: str, pattern: re.Pattern[str]) -> bool:
+    """True if the pattern occurs in the text at least once, not negated in its clause (G-10)."""
+    return bool(text) and Clauses(text[:TEXT_CAP]).affirmed(pattern, text[:TEXT_CAP])
+
+
+def _words(alternatives: str) -> re.Pattern[str]:
+    return re.compile(rf"\b(?:{alternatives})\b", re.I)
+
+
+@dataclass(frozen=True)
+class ClauseRule:
+    """A finding written as words that must all stand, affirmed, in one clause ("R calf hot" = calf + hot)."""
+
+    groups: tuple[re.Pattern[str], ...]
+    exclude: re.Pattern[str] | None  # e.g. a treatment: "warm compress to the leg" is not calf warmth
+
+    @classmethod
+    def from_json(cls, spec: dict[str, Any]) -> ClauseRule:
+        return cls(tuple(_words(g) for g in spec["all"]), _words(spec["exclude"]) if spec.get("exclude") else None)
+
+    def found(self, text: str, clauses: Clauses) -> bool:
+        common: set[int] | None = None
+        for group in self.groups:
+            hits = clauses.affirmed_clauses(group, text)
+            common = hits if common is None else common & hits
+            if not common:
+                return False
+        if self.exclude is None:
+            return True
+        excluded = {clauses.clause_of(m.start()) for m in self.exclude.finditer(text)}
+        return bool(common - excluded)
 
 
 @dataclass(frozen=True)
@@ -34,6 +123,8 @@ class ValueSet:
     ranges: dict[str, tuple[tuple[str, str], ...]]
     excluded: tuple[str, ...]  # ICD-10-CM prefixes carved out of the includes
     text_patterns: tuple[re.Pattern[str], ...]
+    clause_rules: tuple[ClauseRule, ...] = ()
+    latest_only: bool = False  # G-07: only the newest resource of this concept is read
 
     @classmethod
     def from_json(cls, name: str, spec: dict[str, Any]) -> ValueSet:
@@ -46,15 +137,24 @@ class ValueSet:
             codes.setdefault(system, set()).update(norm(c) for c in include.get("codes", []))
             prefixes.setdefault(system, []).extend(norm(p) for p in include.get("prefixes", []))
             ranges.setdefault(system, []).extend((norm(lo), norm(hi)) for lo, hi in include.get("ranges", []))
-        patterns = tuple(re.compile(rf"\b(?:{p})", re.I) for p in spec.get("text", []))
         return cls(
             name,
             {k: frozenset(v) for k, v in codes.items()},
             {k: tuple(v) for k, v in prefixes.items()},
             {k: tuple(v) for k, v in ranges.items()},
             tuple(_icd_key(p) for p in spec.get("exclude_prefixes", [])),
-            patterns,
+            tuple(re.compile(rf"\b(?:{p})", re.I) for p in spec.get("text", [])),
+            tuple(ClauseRule.from_json(c) for c in spec.get("clause", [])),
+            bool(spec.get("latest_only", False)),
         )
+
+    @property
+    def has_icd(self) -> bool:
+        return ICD10CM in self.codes
+
+    @property
+    def reads_text(self) -> bool:
+        return bool(self.text_patterns or self.clause_rules)
 
     def has_code(self, system: str | None, code: str | None) -> bool:
         if not system or not code:
@@ -68,31 +168,36 @@ class ValueSet:
             return True
         return any(_in_range(system, key, lo, hi) for lo, hi in self.ranges.get(system, ()))
 
-    def matching_coding(self, concept: Any) -> Any | None:
-        for coding in getattr(concept, "coding", None) or []:
-            if self.has_code(coding.system, coding.code):
-                return coding
-        return None
+    def explicit_codes(self) -> frozenset[str]:
+        """Codes listed one by one (not prefixes or ranges): what a code-filtered FHIR search can ask for."""
+        return frozenset(c for system, codes in self.codes.items() if system not in (ICD10CM, CPT) for c in codes)
 
     def matches_text(self, text: str | None) -> bool:
-        return bool(text) and any(affirmed(text, p) for p in self.text_patterns)
+        if not text:
+            return False
+        text = text[:TEXT_CAP]
+        clauses = Clauses(text)
+        if any(clauses.affirmed(p, text) for p in self.text_patterns):
+            return True
+        if self.clause_rules:
+            headed = Clauses(text, _HEADING_BREAK)
+            return any(rule.found(text, headed) for rule in self.clause_rules)
+        return False
 
     def matches(self, concept: Any) -> bool:
-        """Coded match first; ``code.text`` only as a fallback.
+        """A ``fhir.resources`` CodeableConcept: coded match first; its text only as a fallback.
 
         ICD-10-CM is matched by prefix, which covers the whole hierarchy, so an ICD-10-CM code that
-        does not match settles the question (T79.A11A is the arm, whatever its text says). SNOMED
-        and LOINC are matched by explicit lists without subsumption, so their text still counts.
+        does not match settles the question (T79.A11A is the arm, whatever its text says).
         """
         if concept is None:
             return False
-        if self.matching_coding(concept) is not None:
-            return True
         codings = getattr(concept, "coding", None) or []
-        if ICD10CM in self.codes and any(c.system == ICD10CM and c.code for c in codings):
+        if any(self.has_code(c.system, c.code) for c in codings):
+            return True
+        if self.has_icd and any(c.system == ICD10CM and c.code for c in codings):
             return False
-        texts = [getattr(concept, "text", None)]
-        texts += [c.display for c in getattr(concept, "coding", None) or []]
+        texts = [getattr(concept, "text", None)] + [c.display for c in codings]
         return any(self.matches_text(t) for t in texts)
 
 
@@ -105,17 +210,57 @@ def _in_range(system: str, key: str, low: str, high: str) -> bool:
     return False
 
 
-def affirmed(text: str, pattern: re.Pattern[str]) -> bool:
-    """True if the pattern occurs in the text at least once without a negation before it."""
-    for match in pattern.finditer(text):
-        clause_start = 0
-        for brk in _CLAUSE_BREAK.finditer(text, 0, match.start()):
-            clause_start = brk.end()
-        if not _NEGATION.search(text, clause_start, match.start()):
-            return True
-    return False
+class Terminology:
+    """Every value set, with the per-code and per-text lookups the chart index makes for each resource.
+
+    Both lookups are pure functions of the knowledge, so their results are kept (bounded): charts
+    repeat the same codes and phrases ("Body Mass Index") across resources and calls.
+    """
+
+    def __init__(self, value_sets: dict[str, ValueSet]):
+        self.value_sets = value_sets
+        self.icd_value_sets = frozenset(n for n, vs in value_sets.items() if vs.has_icd)
+        self.latest_only = frozenset(n for n, vs in value_sets.items() if vs.latest_only)
+        readers = [vs for vs in value_sets.values() if vs.reads_text]
+        self._patterns: dict[str, tuple[re.Pattern[str], list[str]]] = {}
+        for vs in readers:
+            for pattern in vs.text_patterns:
+                self._patterns.setdefault(pattern.pattern, (pattern, []))[1].append(vs.name)
+        self._clause_rules = [(rule, vs.name) for vs in readers for rule in vs.clause_rules]
+        # One scan tells whether any pattern or clause word occurs at all: most texts of a chart match nothing.
+        alternatives = [p.pattern for p, _ in self._patterns.values()]
+        alternatives += [g.pattern for rule, _ in self._clause_rules for g in rule.groups]
+        self._any = re.compile("|".join(f"(?:{a})" for a in alternatives), re.I) if alternatives else None
+        self.code_concepts = lru_cache(maxsize=65_536)(self._code_concepts)
+        self._cached_text_concepts = lru_cache(maxsize=16_384)(self._text_concepts)
+
+    def _code_concepts(self, system: str, code: str) -> frozenset[str]:
+        return frozenset(name for name, vs in self.value_sets.items() if vs.has_code(system, code))
+
+    def text_concepts(self, text: str) -> frozenset[str]:
+        """Value sets whose text patterns or clause rules the text affirms (G-10)."""
+        if len(text) <= 2_000:
+            return self._cached_text_concepts(text)
+        return self._text_concepts(text)
+
+    def _text_concepts(self, text: str) -> frozenset[str]:
+        if self._any is None or self._any.search(text) is None:
+            return frozenset()
+        found: set[str] = set()
+        clauses = Clauses(text)
+        for pattern, names in self._patterns.values():
+            if not set(names) <= found and clauses.affirmed(pattern, text):
+                found.update(names)
+        if self._clause_rules:
+            headed = Clauses(text, _HEADING_BREAK)
+            for rule, name in self._clause_rules:
+                if name not in found and rule.found(text, headed):
+                    found.add(name)
+        return frozenset(found)
+
+    def explicit_codes(self, names: tuple[str, ...] | frozenset[str]) -> tuple[str, ...]:
+        return tuple(sorted({c for n in names for c in self.value_sets[n].explicit_codes()}))
 
 
 def load_value_sets(spec: dict[str, Any]) -> dict[str, ValueSet]:
     return {name: ValueSet.from_json(name, body) for name, body in spec.items()}
-

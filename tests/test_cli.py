@@ -34,7 +34,7 @@ def test_evaluate_accepts_a_cds_hooks_request_body(tmp_path, capsys):
 
 def test_validate_reports_invalid_resources_and_fails(tmp_path, capsys):
     bundle = json.loads((EXAMPLES / "bakers-cyst.json").read_text())
-    bundle["entry"][1]["resource"]["onsetDateTime"] = "2026-09-01T10:00"  # no time zone
+    bundle["entry"][1]["resource"]["onsetDateTime"] = "2026-09-31"  # no such day
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bundle))
     assert main(["validate", str(path)]) == 1

@@ -8,10 +8,10 @@ import pytest
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.observation import Observation
 
+from cds_service.chart import build_index
 from cds_service.facts import build_facts
 from cds_service.fhir_read import ddimer_positive
 from cds_service.knowledge import load_knowledge
-from cds_service.parse import parse_record
 from cds_service.terminology import ICD10CM, SNOMED
 
 K = load_knowledge()
@@ -71,8 +71,8 @@ def test_a_non_matching_icd_code_is_not_overruled_by_its_text():
 
 
 def _facts(*resources: dict):
-    return build_facts(parse_record([{"resourceType": "Patient", "id": "p", "birthDate": "1970-01-01"}, *resources]),
-                       K, NOW)
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": "1970-01-01"}
+    return build_facts(build_index([patient, *resources], [], K, NOW.date(), UTC), NOW)
 
 
 def _obs(code: str, value: float, unit: str, day: str = "2026-11-01") -> dict:

@@ -1,5 +1,5 @@
-"""A resource that fails FHIR validation is left out, reported by reference, and flagged on the cards
-it could have changed; it never fails the call."""
+"""A resource a rule reads that fails FHIR validation is left out, reported by reference, and flagged on
+the cards it could have changed; it never fails the call. A resource no rule reads is not validated."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from .conftest import example_request
 def test_an_invalid_resource_is_left_out_and_listed_without_its_content(client):
     body = example_request("chronic-posterior-knee-pain.json", "order-select")
     bad = {"resourceType": "Procedure", "id": "xray-bad", "status": "completed", "subject": {"reference": "Patient/x"},
-           "performedDateTime": "2026-10-01T10:00:00", "code": {"text": "secret note 42"}}  # dateTime without zone
+           "performedDateTime": "2026-10-41T10:00:00Z",  # no such day
+           "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "73562"}], "text": "secret note 42"}}
     body["prefetch"]["procedures"]["entry"].append({"resource": bad})
     response = client.post("/cds-services/knee-imaging-select", json=body)
     assert response.status_code == 200
@@ -29,12 +30,26 @@ def test_an_unknown_element_or_resource_type_does_not_fail_the_call(client):
     body = example_request("chronic-posterior-knee-pain.json", "patient-view")
     conditions = body["prefetch"]["conditions"]["entry"]
     conditions.append({"resource": {"resourceType": "Condition", "id": "weird", "subject": {"reference": "Patient/x"},
-                                    "madeUpElement": 1}})
+                                    "code": {"text": "Right calf pain"}, "madeUpElement": 1}})
+    conditions.append({"resource": {"resourceType": "Condition", "id": "unrelated", "subject": {"reference": "Patient/x"},
+                                    "code": {"text": "Seasonal allergy"}, "madeUpElement": 1}})
     conditions.append({"resource": {"resourceType": "NotAResource", "id": "n"}})
     response = client.post("/cds-services/posterior-knee-pain", json=body)
     assert response.status_code == 200
-    assert [r["reference"] for r in response.get_json()["extension"]["pkp-data-quality"]["leftOut"]] == [
-        "Condition/weird"]
+    quality = response.get_json()["extension"]["pkp-data-quality"]
+    # The calf pain could change the DVT advice: named. The allergy and the unknown type no rule reads: counted.
+    assert [r["reference"] for r in quality["leftOut"]] == ["Condition/weird"]
+    assert quality["notRead"] == 2
+
+
+def test_a_resource_whose_json_is_malformed_where_the_index_reads_is_left_out_and_named(client):
+    body = example_request("chronic-posterior-knee-pain.json", "patient-view")
+    body["prefetch"]["conditions"]["entry"].append({"resource": {
+        "resourceType": "Condition", "id": "bent", "subject": {"reference": "Patient/x"}, "code": {"coding": "M25.561"}}})
+    response = client.post("/cds-services/posterior-knee-pain", json=body)
+    assert response.status_code == 200
+    assert response.get_json()["extension"]["pkp-data-quality"]["leftOut"] == [
+        {"reference": "Condition/bent", "reason": "code.coding: expected an array"}]
 
 
 def test_vendor_meta_elements_are_dropped_before_validation():
