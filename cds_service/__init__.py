@@ -14,6 +14,7 @@ from .auth import JwtVerifier, load_issuers
 from .cards import CardBuilder
 from .fhir_client import FhirClient
 from .knowledge import Knowledge, load_knowledge
+from .registry import ServiceDefinition, resolve_services
 from .settings import Settings
 from .store import FeedbackStore
 from .validation import Validators
@@ -34,6 +35,7 @@ class Runtime:
     card_builder: CardBuilder
     verifier: JwtVerifier | None
     zone: tzinfo
+    services: tuple[ServiceDefinition, ...]
 
 
 def runtime(app: Flask) -> Runtime:
@@ -76,6 +78,7 @@ def create_app(
         card_builder=CardBuilder(knowledge),
         verifier=verifier,
         zone=settings.zone(),
+        services=resolve_services(knowledge.terminology),
     )
 
     from . import discovery, feedback, hooks, http

@@ -13,13 +13,14 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, datetime, tzinfo
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
+from .fhir_dates import clinical_dates, date_of, has_zoneless, with_zones
 from .knowledge import Knowledge
 from .terminology import ICD10CM, PKP_FINDING, SNOMED, TEXT_CAP, Terminology
 
@@ -38,9 +39,6 @@ _SIDE_QUALIFIERS = {"24028007": "right", "7771000": "left", "51440002": "both"}
 _BOTH_TEXT = re.compile(r"\b(?:bilateral|both)\b", re.I)
 _RIGHT_TEXT = re.compile(r"\bright\b|\b(?:r|rt)\.? (?=(?:calf|leg|lower leg|knee|thigh|popliteal|foot|ankle)\b)", re.I)
 _LEFT_TEXT = re.compile(r"\bleft\b|\b(?:l|lt)\.? (?=(?:calf|leg|lower leg|knee|thigh|popliteal|foot|ankle)\b)", re.I)
-_ZONELESS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?$")
-_DATE_KEYS = {"start", "end", "issued", "recordedDate", "authoredOn", "time", "lastUpdated", "date", "birthDate"}
-_AGE_UNITS = {"a": 365.25, "mo": 30.4375, "wk": 7.0, "d": 1.0}
 
 
 class Malformed(ValueError):
@@ -150,115 +148,6 @@ def _codings(concept: dict[str, Any], where: str) -> list[tuple[str, str, str | 
             raise Malformed(f"{where}.coding[{i}].code: expected a string")
         out.append((system or "", code or "", _str(coding.get("display"), f"{where}.coding[{i}].display")))
     return out
-
-
-# --- dates (G-11) ---------------------------------------------------------------------------------
-
-def parse_fhir_date(value: Any, zone: tzinfo) -> tuple[date, datetime | None] | None:
-    """A FHIR date, dateTime or instant: its calendar date as written, and an aware datetime when it has a time."""
-    if not isinstance(value, str) or len(value) < 4:
-        return None
-    try:
-        if len(value) == 4:
-            return date(int(value), 1, 1), None
-        if len(value) == 7:
-            return date(int(value[:4]), int(value[5:7]), 1), None
-        if len(value) == 10:
-            return date.fromisoformat(value), None
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.date(), moment
-
-
-def _date_of(value: Any, zone: tzinfo) -> date | None:
-    parsed = parse_fhir_date(value, zone)
-    return parsed[0] if parsed else None
-
-
-def _period(raw: dict[str, Any], key: str, zone: tzinfo, today: date) -> tuple[date | None, date | None] | None:
-    """(start, recency date) of a Period element: start, or end when no start; recency by end, today while open."""
-    period = raw.get(key)
-    if period is None:
-        return None
-    period = _obj(period, key)
-    start, end = _date_of(period.get("start"), zone), _date_of(period.get("end"), zone)
-    if start is None and end is None:
-        return None
-    return start or end, end if end is not None else today
-
-
-def _age_date(age: dict[str, Any], birth: date | None) -> date | None:
-    value, unit = age.get("value"), age.get("code") or age.get("unit") or "a"
-    if birth is None or not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    days = _AGE_UNITS.get(unit if unit in _AGE_UNITS else {"years": "a", "year": "a"}.get(str(unit), "a"), 365.25)
-    return birth + timedelta(days=float(value) * days)
-
-
-def clinical_dates(rtype: str, raw: dict[str, Any], zone: tzinfo, today: date,
-                   birth: date | None) -> tuple[date | None, date | None, datetime | None]:
-    """(clinical date, recency date, instant) in the order rules.md G-11 gives for each type."""
-    def instant(key: str) -> tuple[date | None, date | None, datetime | None] | None:
-        parsed = parse_fhir_date(raw.get(key), zone)
-        return (parsed[0], parsed[0], parsed[1]) if parsed else None
-
-    if rtype in ("Observation", "DiagnosticReport"):
-        found = instant("effectiveDateTime")
-        if found:
-            return found
-        period = _period(raw, "effectivePeriod", zone, today)
-        if period:
-            return period[0], period[1], None
-        return instant("effectiveInstant") or instant("issued") or (None, None, None)
-    if rtype == "Condition":
-        found = instant("onsetDateTime")
-        if found:
-            return found
-        period = _period(raw, "onsetPeriod", zone, today)
-        if period:
-            return period[0], period[1], None
-        if raw.get("onsetAge") is not None:
-            onset = _age_date(_obj(raw["onsetAge"], "onsetAge"), birth)
-            if onset is not None:
-                return onset, onset, None
-        found = instant("onsetString")
-        return found or instant("recordedDate") or (None, None, None)
-    if rtype == "Procedure":
-        found = instant("performedDateTime")
-        if found:
-            return found
-        period = _period(raw, "performedPeriod", zone, today)
-        return (period[0], period[1], None) if period else (None, None, None)
-    if rtype in ("MedicationRequest", "ServiceRequest"):
-        return instant("authoredOn") or (None, None, None)
-    if rtype == "Encounter":
-        period = _period(raw, "period", zone, today)
-        return (period[0], period[1], None) if period else (None, None, None)
-    return None, None, None
-
-
-def with_zones(value: Any, zone: tzinfo, key: str = "") -> Any:
-    """A copy with every zone-less dateTime given the service's zone (G-11), as R4 validation requires."""
-    if isinstance(value, dict):
-        return {k: with_zones(v, zone, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [with_zones(v, zone, key) for v in value]
-    if isinstance(value, str) and (key in _DATE_KEYS or key.endswith(("DateTime", "Instant"))) and _ZONELESS.match(value):
-        moment = datetime.fromisoformat(value).replace(tzinfo=zone)
-        return moment.isoformat(timespec="seconds" if moment.microsecond == 0 else "microseconds")
-    return value
-
-
-def _has_zoneless(value: Any, key: str = "") -> bool:
-    if isinstance(value, dict):
-        return any(_has_zoneless(v, k) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_zoneless(v, key) for v in value)
-    return isinstance(value, str) and "T" in value and bool(_ZONELESS.match(value)) and (
-        key in _DATE_KEYS or key.endswith(("DateTime", "Instant")))
 
 
 # --- text (G-10) and side (G-06) ------------------------------------------------------------------
@@ -429,12 +318,16 @@ def rejection_reason(exc: Exception) -> str:
 def validate(rtype: str, raw: dict[str, Any], zone: tzinfo) -> Resource:
     """The R4 model of a raw resource, its zone-less dateTimes read in the service's zone (G-11)."""
     raw = _without_vendor_meta(raw)
-    if _has_zoneless(raw):
+    if has_zoneless(raw):
         raw = with_zones(raw, zone)
     return _MODELS[rtype].model_validate(raw)
 
 
-def _has_value(raw: dict[str, Any]) -> bool:
+def _current_value(candidate: _Candidate, today: date) -> bool:
+    """G-07 reads the newest observation that is not withdrawn, not future-dated, and has a value."""
+    raw = candidate.raw
+    if raw.get("status") in ("entered-in-error", "cancelled") or (candidate.when or today) > today:
+        return False
     quantity = raw.get("valueQuantity")
     if isinstance(quantity, dict):
         return quantity.get("value") is not None
@@ -474,7 +367,7 @@ def build_index(
     resources = list(raw_resources)
     seen: set[tuple[str, str]] = set()
     patient_raw = next((r for r in resources if isinstance(r, dict) and r.get("resourceType") == "Patient"), None)
-    birth = _date_of(patient_raw.get("birthDate"), zone) if patient_raw else None
+    birth = date_of(patient_raw.get("birthDate"), zone) if patient_raw else None
 
     not_read = 0
     read: list[_Candidate] = []
@@ -522,7 +415,7 @@ def build_index(
         for candidate in group:
             if candidate.position in entries_by_position:
                 break
-            entry = collector.entry(candidate) if _has_value(candidate.raw) else None
+            entry = collector.entry(candidate) if _current_value(candidate, today) else None
             if entry is not None:
                 entries_by_position[candidate.position] = entry
                 chosen[candidate.position] = candidate

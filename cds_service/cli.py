@@ -12,26 +12,25 @@ import json
 import sys
 import textwrap
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .fhir_dates import clinical_dates
 from .knowledge import load_knowledge
 from .parse import parse_record
 from .pipeline import decide
-from .registry import SERVICES
+from .registry import SERVICES, PrefetchSpec, resolve_services
 from .settings import Settings, parse_instant
 
 HOOK_SERVICES = {s.hook: s for s in SERVICES}
-_PREFETCH_TYPES = {
-    "patient": "Patient",
-    "conditions": "Condition",
-    "observations": "Observation",
-    "procedures": "Procedure",
-    "medications": "MedicationRequest",
-    "encounters": "Encounter",
-    "reports": "DiagnosticReport",
-}
+
+
+@cache
+def _prefetch_specs(hook: str) -> tuple[PrefetchSpec, ...]:
+    services = resolve_services(load_knowledge(Settings.from_env().cards_dir).terminology)
+    return next(s for s in services if s.hook == hook).prefetch
 
 
 def _load(path: str) -> dict[str, Any]:
@@ -68,12 +67,15 @@ def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str |
     if hook == "order-select":
         context["selections"] = [f"ServiceRequest/{d['id']}" for d in drafts]
     prefetch: dict[str, Any] = {}
-    for key, rtype in _PREFETCH_TYPES.items():
-        matching = [r for r in data if r.get("resourceType") == rtype]
-        if key == "patient":
-            prefetch[key] = matching[0] if matching else None
+    for spec in _prefetch_specs(hook):
+        matching = [r for r in data if spec.selects(r)]
+        if spec.newest is not None or spec.window_days is not None:
+            matching.sort(key=_clinical_date, reverse=True)  # as `_sort=-date` answers
+            matching = matching[:spec.newest]
+        if spec.read:
+            prefetch[spec.key] = matching[0] if matching else None
         else:
-            prefetch[key] = {
+            prefetch[spec.key] = {
                 "resourceType": "Bundle",
                 "type": "searchset",
                 "total": len(matching),
@@ -85,6 +87,11 @@ def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str |
     body["context"] = context
     body["prefetch"] = prefetch
     return body
+
+
+def _clinical_date(resource: dict[str, Any]) -> date:
+    when = clinical_dates(resource["resourceType"], resource, UTC, date.max, None)[0]
+    return when or date.min
 
 
 def render_cards(response: dict[str, Any]) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
-
-from .registry import SERVICES
+from flask import Blueprint, current_app, jsonify
 
 bp = Blueprint("discovery", __name__)
 
 
 @bp.get("/cds-services")
 def discover():
-    return jsonify({"services": [s.discovery_entry() for s in SERVICES]})
+    services = current_app.extensions["knee_cds"].services
+    return jsonify({"services": [s.discovery_entry() for s in services]})

@@ -269,8 +269,8 @@ class _Builder:
         imaging = self._imaging()
         d_dimers = self._d_dimers()
         wells = self._wells_items(current, history, findings)
-        anticoagulation = self._anticoagulation(current)
-        recent_dvt = self._recent_dvt(history, anticoagulation, leg_signs)
+        anticoagulation, for_dvt = self._anticoagulation(current)
+        recent_dvt = self._recent_dvt(history, anticoagulation, for_dvt, leg_signs)
         risk = self._risk_factors(current, history, findings, pregnant, postpartum, postpartum_late, age, wells)
         return PatientFacts(
             today=self.today,
@@ -636,22 +636,28 @@ class _Builder:
         start, end = to_date(period.start), to_date(period.end)
         return (end - start).days >= 3 and self.within(end, BEDRIDDEN_DAYS)
 
-    def _anticoagulation(self, current) -> list[Evidence]:
-        out = list(current.get("anticoagulant", ()))
+    def _anticoagulation(self, current) -> tuple[list[Evidence], list[Evidence]]:
+        """Every anticoagulant on record, and those whose reason is a DVT (D-08 [2026-11-26])."""
+        every = list(current.get("anticoagulant", ()))
+        for_dvt: list[Evidence] = []
         for entry in self.of("MedicationRequest"):
             if entry.resource.status == "active" and "anticoagulant" in entry.concepts:
-                out.append(Evidence(entry.reference, _med_label(entry.resource), entry.when))
-        return out
+                evidence = Evidence(entry.reference, _med_label(entry.resource), entry.when)
+                every.append(evidence)
+                if entry.reason_concepts & {"dvt", "history-of-dvt"}:
+                    for_dvt.append(evidence)
+        return every, for_dvt
 
-    def _recent_dvt(self, history, anticoagulation, leg_signs) -> list[Evidence]:
-        """D-08: a confirmed DVT of the symptomatic leg in the last 90 days, or anticoagulation with a DVT on record."""
+    def _recent_dvt(self, history, anticoagulation, for_dvt, leg_signs) -> list[Evidence]:
+        """D-08: a confirmed DVT of the symptomatic leg in the last 90 days, or an anticoagulant given for DVT.
+
+        An anticoagulant for another reason (atrial fibrillation, a valve) is not D-08 on its own.
+        """
         confirmed = [e for e in history.get("dvt", ()) if not e.suspected]
         symptomatic = {e.side for e in leg_signs} - {"unknown"}
         recent = [e for e in confirmed if e.when is not None and self.within(e.when, RECENT_DVT_DAYS)
                   and (not symptomatic or e.side in ("unknown", "both") or e.side in symptomatic or "both" in symptomatic)]
-        if anticoagulation and (confirmed or history.get("history-of-dvt")):
-            recent += anticoagulation
-        return recent
+        return recent + (anticoagulation if recent else for_dvt)
 
     def _d_dimers(self) -> list[DDimer]:
         out = []

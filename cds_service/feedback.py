@@ -16,7 +16,7 @@ bp = Blueprint("feedback", __name__)
 @bp.post("/cds-services/<service_id>/feedback")
 def post_feedback(service_id: str):
     rt = current_app.extensions["knee_cds"]
-    known_service(service_id)
+    known_service(rt.services, service_id)
     body = json_body()
     check_feedback(rt.validators, body)
     stored, duplicates = rt.store.save(service_id, body["feedback"], datetime.now(UTC))

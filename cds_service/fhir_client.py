@@ -97,23 +97,25 @@ class FhirClient:
             raise FhirFetchError(f"OperationOutcome from GET {_redact(url)}")
         return payload
 
-    def fetch(self, base: str, relative: str, token: str | None, deadline: Deadline) -> list[dict[str, Any]]:
-        """All resources a read or search yields, following searchset ``next`` links."""
+    def fetch(self, base: str, relative: str, token: str | None, deadline: Deadline,
+              enough: Callable[[dict[str, Any]], bool] = lambda page: False) -> list[dict[str, Any]]:
+        """All resources a read or search yields, following searchset ``next`` links until ``enough`` says so."""
         url = urljoin(base.rstrip("/") + "/", relative.lstrip("/"))
         payload = self.get_json(url, token, deadline)
         if payload is None:
             return []
         if payload["resourceType"] != "Bundle":
             return [payload]
-        return self.collect_pages(base, payload, token, deadline)
+        return self.collect_pages(base, payload, token, deadline, enough)
 
     def collect_pages(
-        self, base: str, bundle: dict[str, Any], token: str | None, deadline: Deadline
+        self, base: str, bundle: dict[str, Any], token: str | None, deadline: Deadline,
+        enough: Callable[[dict[str, Any]], bool] = lambda page: False,
     ) -> list[dict[str, Any]]:
         resources = bundle_resources(bundle)
         pages = 1
         next_url = next_link(bundle)
-        while next_url:
+        while next_url and not enough(bundle):
             if not same_origin(base, next_url):
                 # Never send the bearer token to a host the EHR did not name.
                 raise FhirFetchError(f"next link leaves the FHIR server: {_redact(next_url)}")
@@ -124,6 +126,7 @@ class FhirClient:
                 raise FhirFetchError("next page is not a Bundle")
             resources.extend(bundle_resources(page))
             pages += 1
+            bundle = page
             next_url = next_link(page)
         return resources
 

@@ -239,6 +239,7 @@ def observation_result(observation: Any) -> str:
     if coded:
         return coded
     texts = [observation.valueString or ""] + [n.text or "" for n in observation.note or []]
+    texts += [i.text or "" for i in observation.interpretation or []]
     if observation.valueCodeableConcept is not None:
         texts.append(observation.valueCodeableConcept.text or "")
     return text_result("\n".join(t for t in texts if t))

@@ -14,8 +14,8 @@ from .validation import check_hook_request
 bp = Blueprint("hooks", __name__)
 
 
-def known_service(service_id: str) -> ServiceDefinition:
-    service = service_by_id(service_id)
+def known_service(services: tuple[ServiceDefinition, ...], service_id: str) -> ServiceDefinition:
+    service = service_by_id(services, service_id)
     if service is None:
         raise NotFound(f"No CDS service '{service_id[:64]}'; GET /cds-services lists them", expression="id")
     return service
@@ -24,16 +24,17 @@ def known_service(service_id: str) -> ServiceDefinition:
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
     rt = current_app.extensions["knee_cds"]
-    service = known_service(service_id)
+    service = known_service(rt.services, service_id)
     body = json_body()
     check_hook_request(rt.validators, body, service.hook)
-    data = prefetch.gather(service, body, rt.fhir_client, rt.settings.fhir_deadline_seconds)
+    now = rt.clock()
+    data = prefetch.gather(service, body, rt.fhir_client, rt.settings.fhir_deadline_seconds, now.date(), rt.zone)
     decision = decide(
         service.hook,
         body["context"],
         data.resources,
         rt.knowledge,
-        rt.clock(),
+        now,
         gaps=data.gaps,
         card_builder=rt.card_builder,
         zone=rt.zone,

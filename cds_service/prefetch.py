@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date, timedelta, tzinfo
 from typing import Any
 from urllib.parse import quote
 
 from .errors import BadRequest, FhirFetchError, PreconditionFailed
 from .fhir_client import Deadline, FhirClient, bundle_resources, next_link
+from .fhir_dates import clinical_dates
 from .registry import PrefetchSpec, ServiceDefinition
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ def gather(
     body: dict[str, Any],
     client: FhirClient,
     deadline_seconds: float,
+    today: date,
+    zone: tzinfo,
 ) -> PatientData:
     prefetch = body.get("prefetch") or {}
     context = body["context"]
@@ -101,26 +106,30 @@ def gather(
             elif value.get("resourceType") == "Bundle":
                 resources.extend(bundle_resources(value))
                 sources[spec.key] = "prefetch"
-                if next_link(value):
+                if next_link(value) and not covered(spec, value, today, zone):
                     continue_paging.append((spec, value))
             else:
                 resources.append(value)
                 sources[spec.key] = "prefetch"
         elif fhir_server:
-            to_fetch.append((spec, render_template(spec.template, context)))
+            to_fetch.append((spec, render_template(spec.fallback(today), context)))
         else:
             unavailable(spec, "not prefetched, and the request names no fhirServer to read it from")
 
     if to_fetch or continue_paging:
         def run(job: tuple[PrefetchSpec, Any]) -> tuple[PrefetchSpec, list[dict[str, Any]] | str]:
             spec, what = job
+            enough = page_rule(spec, today, zone)
             try:
                 if isinstance(what, str):
-                    return spec, client.fetch(fhir_server, what, token, deadline)
+                    found = client.fetch(fhir_server, what, token, deadline, enough)
+                    if spec.read and not found:
+                        raise FhirFetchError(f"no {spec.resource_type} with that id on the FHIR server")
+                    return spec, found
                 if not fhir_server:
                     raise FhirFetchError("the prefetched Bundle has more pages and no fhirServer is named")
                 first_page = bundle_resources(what)
-                return spec, client.collect_pages(fhir_server, what, token, deadline)[len(first_page):]
+                return spec, client.collect_pages(fhir_server, what, token, deadline, enough)[len(first_page):]
             except FhirFetchError as exc:
                 log.warning("FHIR fetch for %s failed: %s", spec.key, exc)
                 return spec, str(exc)
@@ -137,6 +146,26 @@ def gather(
 
     _check_patient_matches(resources, context["patientId"])
     return PatientData(tuple(resources), tuple(gaps), sources)
+
+
+def page_rule(spec: PrefetchSpec, today: date, zone: tzinfo) -> Callable[[dict[str, Any]], bool]:
+    """When a key has read enough pages: the newest few after one page, a window once it is covered."""
+    return lambda bundle: covered(spec, bundle, today, zone)
+
+
+def covered(spec: PrefetchSpec, bundle: dict[str, Any], today: date, zone: tzinfo) -> bool:
+    """Whether a page sorted newest first already reaches past the oldest date the key's rules look at."""
+    if spec.newest is not None:
+        return True
+    if spec.window_days is None:
+        return False
+    page = bundle_resources(bundle)
+    if not page:
+        return True
+    last = page[-1]
+    when = clinical_dates(spec.resource_type, last, zone, today, None)[0] if isinstance(last, dict) else None
+    # Undated entries sort last: reaching one means every dated entry has been seen.
+    return when is None or when < today - timedelta(days=spec.window_days)
 
 
 def _check_patient_matches(resources: list[dict[str, Any]], patient_id: str) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
-from .facts import DDimer, DraftOrder, Evidence, PatientFacts, WellsItem
+from .facts import DDimer, DraftOrder, Evidence, ImagingOnRecord, PatientFacts, WellsItem
 
 CHRONIC_WEEKS = 6  # §3 "Chronic": AAFP's 6 weeks (ACR's ≈3 months is UNRESOLVED)
 XRAY_LOOKBACK_DAYS = 365  # K-05/K-07: 12-month look-back (UNRESOLVED design choice)
@@ -23,6 +23,7 @@ ACR_MIN_AGE = 5
 YOUNG_AGE = 40  # K-09 "young" (UNVERIFIED heuristic threshold in rules.md §6)
 ADULT_AGE = 18
 DDIMER_HOURS = 24
+NEGATIVE_SCAN_DAYS = 7  # D-10: a negative venous duplex in the last 7 days
 
 WELLS_ORDER = ("active-cancer", "paralysis-or-immobilisation", "bedridden-or-major-surgery", "deep-vein-tenderness",
                "entire-leg-swollen", "calf-swelling-3cm", "pitting-oedema", "collateral-superficial-veins",
@@ -151,6 +152,20 @@ def _recent_ddimer(facts: PatientFacts) -> DDimer | None:
     return max(recent, key=lambda t: str(t.at))
 
 
+def _recent_negative_scan(facts: PatientFacts, leg: str) -> ImagingOnRecord | None:
+    """D-10: the newest normal venous duplex of the symptomatic leg in the last 7 days."""
+    scans = [i for i in facts.imaging if i.modality == "venous-duplex" and i.result == "normal"
+             and _same_knee(i.evidence.side, leg) and _within(facts, i.evidence.when, NEGATIVE_SCAN_DAYS)]
+    return max(scans, key=lambda i: i.evidence.when or date.min, default=None)
+
+
+def _ddimer_since(facts: PatientFacts, day: date | None) -> DDimer | None:
+    """The newest D-dimer with a readable result taken on or after a day."""
+    tests = [t for t in facts.d_dimers if t.positive is not None and t.evidence.when is not None
+             and day is not None and t.evidence.when >= day]
+    return max(tests, key=lambda t: str(t.at or t.evidence.when), default=None)
+
+
 def _acute_injuries(facts: PatientFacts, days: int = ACUTE_DAYS) -> tuple[Evidence, ...]:
     injuries = facts.cond("knee-injury") + facts.cond("ligament-injury")
     return tuple(e for e in injuries if _within(facts, e.when, days))
@@ -261,6 +276,8 @@ def dvt_findings(facts: PatientFacts) -> list[Finding]:
         if adult and not facts.pregnant and not facts.postpartum and wells is not None:
             if facts.recent_dvt:  # D-08: do not re-run the diagnostic pathway
                 out.append(_known_dvt(facts, signs, notes))
+            elif wells.likely and (scan := _recent_negative_scan(facts, wells.leg)) is not None:  # D-02 + D-10
+                out.append(_after_negative_scan(facts, scan, signs, wells, notes))
             elif wells.likely:  # D-02
                 out.append(Finding("dvt-likely", ("D-02",), signs, wells.leg, suggestions=(duplex,), wells=wells,
                                    extra=notes))
@@ -276,7 +293,10 @@ def dvt_findings(facts: PatientFacts) -> list[Finding]:
                 lines = signs
                 if d_dimer is not None:  # a result whose sign cannot be read: ask for a readable one
                     lines += _lines("D-dimer (last 24 h), result not interpretable", [d_dimer.evidence])
-                out.append(Finding("dvt-unlikely", ("D-03",), lines, wells.leg, suggestions=(Suggest("d-dimer", "d-dimer"),),
+                scan = _recent_negative_scan(facts, wells.leg)  # D-10 under D-03: named, the D-dimer advice stands
+                rule_ids = ("D-03", "D-10") if scan else ("D-03",)
+                lines += _lines("Negative leg vein scan (last 7 days)", [scan.evidence]) if scan else ()
+                out.append(Finding("dvt-unlikely", rule_ids, lines, wells.leg, suggestions=(Suggest("d-dimer", "d-dimer"),),
                                    wells=wells, extra=notes + _ddimer_note(facts)))
     elif facts.posterior_knee_pain or facts.knee_pain_unknown_location:
         if facts.recent_dvt:  # D-08
@@ -296,6 +316,21 @@ def dvt_findings(facts: PatientFacts) -> list[Finding]:
                     out.append(Finding("dvt-risk-factors", ("D-04",), lines, facts.painful_side,
                                        extra=_risk_lines(facts)))
     return out
+
+
+def _after_negative_scan(facts: PatientFacts, scan: ImagingOnRecord, signs: tuple[str, ...], wells: WellsResult,
+                         notes: tuple[str, ...]) -> Finding:
+    """D-10 under D-02 (NG158 1.1.4-1.1.5): after a negative scan, the D-dimer decides; never a second scan at once."""
+    lines = signs + _lines("Negative leg vein scan (last 7 days)", [scan.evidence])
+    test = _ddimer_since(facts, scan.evidence.when)
+    if test is None:
+        return Finding("dvt-likely-after-negative-scan", ("D-02", "D-10"), lines, wells.leg,
+                       suggestions=(Suggest("d-dimer", "d-dimer"),), wells=wells, extra=notes + _ddimer_note(facts))
+    lines += _lines("D-dimer since the scan", [test.evidence])
+    if test.positive:
+        return Finding("dvt-likely-repeat-scan", ("D-02", "D-10"), lines, wells.leg,
+                       suggestions=(Suggest("venous-duplex", "duplex"),), wells=wells, extra=notes)
+    return Finding("dvt-excluded-after-negative-scan", ("D-02", "D-10"), lines, wells.leg, wells=wells, extra=notes)
 
 
 def _known_dvt(facts: PatientFacts, signs: tuple[str, ...], notes: tuple[str, ...]) -> Finding:
@@ -660,7 +695,7 @@ def duplex_check(facts: PatientFacts, order: DraftOrder, dvt_in_force: Finding |
     """D-06 / D-07: a venous duplex order is never objected to when DVT is likely or urgent."""
     urgent_or_likely = dvt_in_force is not None and dvt_in_force.card_id in (
         "dvt-urgent", "dvt-likely", "dvt-pregnancy", "dvt-postpartum", "dvt-under-18", "dvt-unlikely-positive-d-dimer",
-        "dvt-known")
+        "dvt-known", "dvt-likely-repeat-scan", "dvt-likely-after-negative-scan")
     if urgent_or_likely or facts.pregnant or facts.postpartum or (facts.age is not None and facts.age < ADULT_AGE):
         return []  # D-06: no objection
     if _recent_ddimer(facts) is not None or facts.recent_dvt:
@@ -678,7 +713,8 @@ def duplex_check(facts: PatientFacts, order: DraftOrder, dvt_in_force: Finding |
 # --- selection (card-contract.md "which card wins") -----------------------------------------------
 
 DVT_PRECEDENCE = ("dvt-urgent", "dvt-pregnancy", "dvt-postpartum", "dvt-under-18", "dvt-likely",
-                  "dvt-unlikely-positive-d-dimer", "dvt-unlikely", "dvt-unlikely-negative-d-dimer", "dvt-known",
+                  "dvt-likely-repeat-scan", "dvt-likely-after-negative-scan", "dvt-unlikely-positive-d-dimer",
+                  "dvt-unlikely", "dvt-excluded-after-negative-scan", "dvt-unlikely-negative-d-dimer", "dvt-known",
                   "dvt-risk-factors-escalated", "dvt-risk-factors")
 
 
@@ -726,7 +762,8 @@ def evaluate(facts: PatientFacts, hook: str, modality_of: dict[str, str]) -> lis
     ordering_dvt_test = any(o.modality in ("venous-duplex", "d-dimer") for o in facts.draft_orders)
     if dvt is not None and (ordering_dvt_test or dvt.card_id == "dvt-urgent"):
         if ordering_dvt_test and dvt.card_id in ("dvt-urgent", "dvt-likely", "dvt-pregnancy", "dvt-postpartum",
-                                                 "dvt-under-18", "dvt-unlikely-positive-d-dimer"):
+                                                 "dvt-under-18", "dvt-unlikely-positive-d-dimer",
+                                                 "dvt-likely-repeat-scan"):
             dvt = replace(dvt, extra=("**The venous duplex being ordered is the right test** (D-06): ask for the "
                                       "result within 4 hours.",) + dvt.extra)
         findings.insert(0, dvt)

@@ -170,7 +170,7 @@ class ValueSet:
 
     def explicit_codes(self) -> frozenset[str]:
         """Codes listed one by one (not prefixes or ranges): what a code-filtered FHIR search can ask for."""
-        return frozenset(c for system, codes in self.codes.items() if system not in (ICD10CM, CPT) for c in codes)
+        return frozenset(c for system, codes in self.codes.items() if system != ICD10CM for c in codes)
 
     def matches_text(self, text: str | None) -> bool:
         if not text:

@@ -157,6 +157,25 @@ class Record:
         return self.procedure([(CPT, "73562", "Radiologic examination, knee; 3 views")], f"XR {side} knee 3 views",
                               days, side)
 
+    def exam_note(self, note: str, days: int = 0) -> Record:
+        """An examination Observation under a local code whose finding is written only in its note (G-10)."""
+        self.resources.append({
+            "resourceType": "Observation", "id": self._id("obs-exam"), "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": "exam"}]}],
+            "code": {"coding": [{"system": "http://hospital.example.org/codes/exam", "code": "LL-EXAM",
+                                 "display": "Lower limb examination"}], "text": "Lower limb examination"},
+            "subject": self.subject(), "effectiveDateTime": ago(days), "note": [{"text": note}]})
+        return self
+
+    def period(self, start_days: int, end_days: int | None) -> Record:
+        """Dates the last resource by an effectivePeriod instead of a dateTime (G-11)."""
+        resource = self.resources[-1]
+        resource.pop("effectiveDateTime")
+        resource["effectivePeriod"] = {"start": ago(start_days), **({"end": ago(end_days)} if end_days is not None
+                                                                    else {})}
+        return self
+
     def report(self, loinc: str, display: str, conclusion: str, days: int) -> Record:
         self.resources.append({
             "resourceType": "DiagnosticReport", "id": self._id("report"), "status": "final",
@@ -474,6 +493,47 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
         interpretation="N"),
         "Wells 0 with a negative D-dimer this morning: DVT unlikely, no scan (D-03 completed)",
         patient_view={"cards": [UNLIKELY, DIFF], "wells": {"score": 0, "leg": "right", "criteria": []}})
+    add("dvt-urgent-exam-note", base("pkp-g10-note-01", onset=5).exam_note("R calf hot, swollen and tender."),
+        "Hot, swollen, tender right calf written only in an exam Observation's note under a local code (G-10, D-01)",
+        patient_view={"cards": [card("dvt-urgent", "critical"), DIFF],
+                      "wells": {"score": 0, "leg": "right", "criteria": []}})
+    add("exam-note-negated", base("pkp-g10-note-02", onset=5).exam_note("No calf swelling, warmth or tenderness."),
+        "The exam note negates every finding of its clause: no leg sign, no DVT card (G-10 near miss)",
+        patient_view={"cards": [DIFF]})
+    swollen_calf = [(SN, "449707004", "Edema of lower leg")]
+    add("calf-warmth-period-ended-10-days-ago",
+        base("pkp-g11-01", onset=5).condition(swollen_calf, "Swollen right calf", 10)
+        .finding("calf-warmth", True, 0, "right").period(20, 10),
+        "Calf warmth recorded over a period that ended 10 days ago: within 14 days by its end (G-11, D-01)",
+        patient_view={"cards": [card("dvt-urgent", "critical"), DIFF],
+                      "wells": {"score": 0, "leg": "right", "criteria": []}})
+    add("calf-warmth-period-ended-16-days-ago",
+        base("pkp-g11-02", onset=5).condition(swollen_calf, "Swollen right calf", 10)
+        .finding("calf-warmth", True, 0, "right").period(25, 16),
+        "Calf warmth over a period that ended 16 days ago: outside the 14-day window (G-11 near miss)",
+        patient_view={"cards": [UNLIKELY, DIFF], "wells": {"score": 0, "leg": "right", "criteria": []}})
+    right_duplex = ("39443-7", "US.doppler Lower extremity vein - right")
+    normal_scan = "No deep vein thrombosis. Normal compressibility of the right femoral and popliteal veins."
+    wells_2 = {"score": 2, "leg": "right", "criteria": ["calf-swelling-3cm", "previous-dvt"]}
+
+    def likely(pid: str) -> Record:
+        return leg_signs(pid).condition(HISTORY_DVT, "History of DVT", 800).finding(
+            "calf-circumference-difference", (3.0, "cm"), 0, "right")
+
+    add("dvt-likely-negative-scan", likely("pkp-d10-01").report(*right_duplex, normal_scan, 3),
+        "Wells 2 and a negative right leg vein scan 3 days ago, no D-dimer since: D-dimer, not a new scan (D-10)",
+        patient_view={"cards": [card("dvt-likely", "warning"), DIFF], "wells": wells_2})
+    add("dvt-likely-negative-scan-9-days-ago", likely("pkp-d10-02").report(*right_duplex, normal_scan, 9),
+        "Wells 2 and a negative scan 9 days ago: older than 7 days, the scan is offered again (D-10 near miss)",
+        patient_view={"cards": [card("dvt-likely", "warning"), DIFF], "wells": wells_2})
+    add("dvt-likely-negative-scan-positive-d-dimer", likely("pkp-d10-03").report(*right_duplex, normal_scan, 3)
+        .observation("48065-7", "Fibrin D-dimer FEU", 900, "ng/mL", 1, high=500, interpretation="H"),
+        "Negative scan 3 days ago and a positive D-dimer since: repeat the scan 6 to 8 days after the first (D-10)",
+        patient_view={"cards": [card("dvt-likely", "warning"), DIFF], "wells": wells_2})
+    add("dvt-likely-negative-scan-negative-d-dimer", likely("pkp-d10-04").report(*right_duplex, normal_scan, 3)
+        .observation("48065-7", "Fibrin D-dimer FEU", 300, "ng/mL", 1, high=500, interpretation="N"),
+        "Negative scan 3 days ago and a negative D-dimer since: DVT unlikely, another cause (D-10)",
+        patient_view={"cards": [UNLIKELY, DIFF], "wells": wells_2})
     add("dvt-surgery-84-days", leg_signs("pkp-surgery-84").procedure(
         [(CPT, "27447", "Arthroplasty, knee, condyle and plateau; total knee arthroplasty")],
         "Total knee replacement, left", 84, "left"),
@@ -728,6 +788,12 @@ RULE_CHECKS: list[tuple[str, str, str, str, str, bool]] = [
     ("D-07", "order-select", "duplex-ordered-wells-0", "duplex-ordered-wells-2", "D-07", False),
     ("D-08", "patient-view", "known-recent-dvt", "old-dvt", "D-08", False),
     ("D-09", "patient-view", "under-18-leg-signs", "age-18-leg-signs", "D-09", False),
+    ("D-10", "patient-view", "dvt-likely-negative-scan", "dvt-likely-negative-scan-9-days-ago", "D-10", False),
+    ("D-10", "patient-view", "dvt-likely-negative-scan-positive-d-dimer", "dvt-likely-negative-scan", "order:39443-7",
+     False),
+    ("G-10", "patient-view", "dvt-urgent-exam-note", "exam-note-negated", "dvt-urgent", False),
+    ("G-11", "patient-view", "calf-warmth-period-ended-10-days-ago", "calf-warmth-period-ended-16-days-ago",
+     "dvt-urgent", False),
     ("R-01", "patient-view", "bmi-from-pounds-and-inches", "bmi-29.9", "R-01", False),
     ("R-02", "patient-view", "risk-not-escalated", "age-60-only", "R-02", False),
     ("R-03", "patient-view", "dvt-surgery-84-days", "dvt-surgery-92-days", "R-03", False),

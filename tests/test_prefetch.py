@@ -23,17 +23,21 @@ class RecordingFhir:
 
     def __init__(self, body: dict):
         self.calls: list[httpx.Request] = []
-        self.data = body["prefetch"]
+        self.patient = body["prefetch"]["patient"]
+        self.data: dict[str, dict] = {}  # by reference: the same resource may sit under several keys
+        for value in body["prefetch"].values():
+            for entry in (value or {}).get("entry", []) if (value or {}).get("resourceType") == "Bundle" else []:
+                resource = entry["resource"]
+                self.data[f"{resource['resourceType']}/{resource['id']}"] = resource
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(request)
         rtype = request.url.path.rsplit("/fhir/", 1)[1].split("/")[0]
         if "/" in request.url.path.rsplit("/fhir/", 1)[1]:
-            return httpx.Response(200, json=self.data["patient"])
-        key = {"Condition": "conditions", "Observation": "observations", "Procedure": "procedures",
-               "MedicationRequest": "medications", "Encounter": "encounters",
-               "DiagnosticReport": "reports"}[rtype]
-        return httpx.Response(200, json=self.data[key])
+            return httpx.Response(200, json=self.patient)
+        found = [r for r in self.data.values() if r["resourceType"] == rtype]
+        return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset",
+                                         "entry": [{"resource": r} for r in found]})
 
     def fetched(self) -> set[str]:
         return {r.url.path.rsplit("/fhir/", 1)[1].split("/")[0] for r in self.calls}
@@ -89,7 +93,8 @@ def test_partial_prefetch_fetches_only_the_missing_keys(settings, full_body):
 def test_a_null_prefetch_value_means_known_empty_and_is_not_fetched(settings, full_body):
     fhir = RecordingFhir(copy.deepcopy(full_body))
     full_body["prefetch"]["procedures"] = None
-    full_body["prefetch"]["medications"] = None
+    full_body["prefetch"]["active-medications"] = None
+    full_body["prefetch"]["recent-medications"] = None
     response = _call(settings, full_body, fhir)
     assert response.status_code == 200
     assert fhir.calls == []
@@ -129,10 +134,10 @@ def test_missing_required_data_without_a_fhir_server_is_412(client, full_body):
 def test_missing_optional_data_without_a_fhir_server_goes_on(client, full_body):
     full_body.pop("fhirServer")
     full_body.pop("fhirAuthorization")
-    del full_body["prefetch"]["encounters"]
+    del full_body["prefetch"]["recent-encounters"]
     response = client.post("/cds-services/knee-imaging-select", json=full_body)
     assert response.status_code == 200
-    assert response.get_json()["extension"]["pkp-data-quality"]["missing"][0]["key"] == "encounters"
+    assert response.get_json()["extension"]["pkp-data-quality"]["missing"][0]["key"] == "recent-encounters"
 
 
 def test_a_fhir_server_error_on_required_data_is_412(settings, full_body):
@@ -184,7 +189,9 @@ def test_prefetched_patient_of_another_patient_is_rejected(client, full_body):
     assert response.get_json()["issue"][0]["expression"] == ["prefetch.patient.id"]
 
 
-def test_a_read_of_a_missing_patient_is_known_empty_not_an_error(settings, full_body):
+def test_a_patient_the_fhir_server_does_not_know_is_412_not_no_cards(settings, full_body):
+    # A wrong server or tenant must not look like "nothing to say".
     full_body["prefetch"].pop("patient")
     response = _call(settings, full_body, lambda request: httpx.Response(404))
-    assert response.status_code == 200
+    assert response.status_code == 412
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.patient"]

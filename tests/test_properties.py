@@ -30,6 +30,13 @@ def respond(resources: list[dict[str, Any]], hook: str = "patient-view") -> dict
 
 
 def without_uuids(response: dict[str, Any]) -> str:
+    """The response as a clinician and an integrator see it: cards and what was left out or missing, not the count
+    of resources no rule reads (which grows with every resource added)."""
+    response = copy.deepcopy(response)
+    quality = response.get("extension", {}).get("pkp-data-quality", {})
+    quality.pop("notRead", None)
+    if "extension" in response and not quality:
+        del response["extension"]
     text = json.dumps(response, sort_keys=True)
     for card in response["cards"]:
         text = text.replace(card["uuid"], "")
