@@ -97,56 +97,67 @@ class _Candidate:
     raw: dict[str, Any]
     concepts: frozenset[str]
     reason_concepts: frozenset[str]
-    when: date | None
-    recent: date | None
-    side: str
     text: str
-    structural: bool = False
+    structural: bool
+    side_codings: list[tuple[str, str, str | None]]  # codings of code and bodySite, for the side (G-06)
+    side_texts: list[str]  # texts of code and bodySite
+    when: date | None = None
+    recent: date | None = None
     at: datetime | None = None  # the clinical date's instant, when it has a time
+    side: str = "unknown"
 
 
-# --- reading raw JSON safely ----------------------------------------------------------------------
+# --- reading raw JSON safely: the message is built only when the shape is wrong --------------------
 
-def _obj(value: Any, where: str) -> dict[str, Any]:
+def _where(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _obj(value: Any, *where: Any) -> dict[str, Any]:
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise Malformed(f"{where}: expected an object")
+    if type(value) is not dict:
+        raise Malformed(f"{_where(where)}: expected an object")
     return value
 
 
-def _list(value: Any, where: str) -> list[Any]:
+def _list(value: Any, *where: Any) -> list[Any]:
     if value is None:
         return []
-    if not isinstance(value, list):
-        raise Malformed(f"{where}: expected an array")
+    if type(value) is not list:
+        raise Malformed(f"{_where(where)}: expected an array")
     return value
 
 
-def _str(value: Any, where: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise Malformed(f"{where}: expected a string")
-    return value
+def _str(value: Any, *where: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    raise Malformed(f"{_where(where)}: expected a string")
 
 
-def _concepts_of(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """A CodeableConcept element, or a list of them, as a list of objects."""
+def _concepts_of(raw: dict[str, Any], key: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """A CodeableConcept element, or a list of them: (where it is, the object) for each."""
     value = raw.get(key)
-    if isinstance(value, list):
-        return [_obj(v, f"{key}[{i}]") for i, v in enumerate(value)]
-    return [_obj(value, key)] if value is not None else []
+    if value is None:
+        return []
+    if type(value) is list:
+        return [((key, i), _obj(v, key, i)) for i, v in enumerate(value)]
+    return [((key,), _obj(value, key))]
 
 
-def _codings(concept: dict[str, Any], where: str) -> list[tuple[str, str, str | None]]:
+def _codings(concept: dict[str, Any], *where: Any) -> list[tuple[str, str, str | None]]:
     out = []
-    for i, coding in enumerate(_list(concept.get("coding"), f"{where}.coding")):
-        coding = _obj(coding, f"{where}.coding[{i}]")
-        system, code = _str(coding.get("system"), f"{where}.coding[{i}].system"), coding.get("code")
-        if code is not None and not isinstance(code, str):
-            raise Malformed(f"{where}.coding[{i}].code: expected a string")
-        out.append((system or "", code or "", _str(coding.get("display"), f"{where}.coding[{i}].display")))
+    for i, coding in enumerate(_list(concept.get("coding"), *where, "coding")):
+        coding = _obj(coding, *where, "coding", i)
+        system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+        if not (system is None or type(system) is str) or not (code is None or type(code) is str) or \
+                not (display is None or type(display) is str):
+            bad = next(k for k in ("system", "code", "display") if not isinstance(coding.get(k), str | None))
+            raise Malformed(f"{_where((*where, 'coding', i, bad))}: expected a string")
+        out.append((system or "", code or "", display))
     return out
 
 
@@ -163,6 +174,15 @@ def side_of_text(text: str | None) -> str:
     return "right" if right else "left" if left else "unknown"
 
 
+_PRIMARY = {
+    "MedicationRequest": ("medicationCodeableConcept",),
+    "Encounter": ("type", "reasonCode"),
+    "Observation": ("code", "valueCodeableConcept"),
+    "DiagnosticReport": ("code", "conclusionCode"),
+}
+_REASONS_READ = {"MedicationRequest", "Procedure", "ServiceRequest"}
+
+
 class _Reader:
     """Reads one raw resource: codings, texts, side, dates; raises Malformed where its shape is wrong."""
 
@@ -172,110 +192,115 @@ class _Reader:
         self.zone = zone
         self.today = today
 
-    def primary_concepts(self, rtype: str, raw: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        if rtype == "MedicationRequest":
-            return [("medicationCodeableConcept", c) for c in _concepts_of(raw, "medicationCodeableConcept")]
-        if rtype == "Encounter":
-            return [(f"type[{i}]", c) for i, c in enumerate(_concepts_of(raw, "type"))] + \
-                [(f"reasonCode[{i}]", c) for i, c in enumerate(_concepts_of(raw, "reasonCode"))]
-        concepts = [("code", c) for c in _concepts_of(raw, "code")]
-        if rtype == "Observation":
-            concepts += [("valueCodeableConcept", c) for c in _concepts_of(raw, "valueCodeableConcept")]
-        if rtype == "DiagnosticReport":
-            concepts += [(f"conclusionCode[{i}]", c) for i, c in enumerate(_concepts_of(raw, "conclusionCode"))]
-        return concepts
-
-    def read(self, position: int, rtype: str, raw: dict[str, Any], birth: date | None) -> _Candidate:
+    def read(self, position: int, rtype: str, raw: dict[str, Any]) -> _Candidate:
+        """What decides whether a rule reads the resource: its value sets, by code and by text (G-04, G-10)."""
         rid = raw.get("id")
         reference = f"{rtype}/{rid}" if isinstance(rid, str) else f"{rtype} #{position}"
+        code_concepts = self.terms.code_concepts
         coded: set[str] = set()
         texts: list[str] = []
-        icd_coded = False
+        side_texts: list[str] = []
+        side_codings: list[tuple[str, str, str | None]] = []
+        icd_coded = pkp_coded = False
         unrecognised_displays: list[str] = []
-        for where, concept in self.primary_concepts(rtype, raw):
-            text = _str(concept.get("text"), f"{where}.text")
-            if text:
-                texts.append(text)
-            for system, code, display in _codings(concept, where):
-                found = self.terms.code_concepts(system, code) if code else frozenset()
-                coded |= found
-                icd_coded = icd_coded or (system == ICD10CM and bool(code) and where == "code")
-                if display and not found:
-                    unrecognised_displays.append(display)
+        for key in _PRIMARY.get(rtype, ("code",)):
+            for where, concept in _concepts_of(raw, key):
+                text = _str(concept.get("text"), *where, "text")
+                if text:
+                    texts.append(text)
+                codings = _codings(concept, *where)
+                for system, code, display in codings:
+                    found = code_concepts(system, code) if code else frozenset()
+                    coded |= found
+                    if key == "code":
+                        icd_coded = icd_coded or (system == ICD10CM and bool(code))
+                        pkp_coded = pkp_coded or system == PKP_FINDING
+                    if display and not found:
+                        unrecognised_displays.append(display)
+                if key == "code":
+                    side_codings += codings
+                    if text:
+                        side_texts.append(text)
         texts += unrecognised_displays
+        for where, site in _concepts_of(raw, "bodySite"):
+            text = _str(site.get("text"), *where, "text")
+            codings = _codings(site, *where)
+            side_codings += codings
+            site_texts = ([text] if text else []) + [d for _, _, d in codings if d]
+            texts += site_texts
+            side_texts += site_texts
         texts += self._other_texts(rtype, raw)
-        reason_texts, reason_coded = self._reasons(rtype, raw)
-        joined = "\n".join(t[:TEXT_CAP] for t in texts if t)
+        joined = "\n".join(t[:TEXT_CAP] for t in texts)
         from_text = self.terms.text_concepts(joined) if joined else frozenset()
         if icd_coded and rtype != "Observation":
             # G-04: a Condition's non-matching ICD-10-CM code is not overruled by its text.
             from_text -= self.terms.icd_value_sets
-        reason_joined = "\n".join(t[:TEXT_CAP] for t in reason_texts if t)
-        reasons = frozenset(reason_coded) | (self.terms.text_concepts(reason_joined) if reason_joined else frozenset())
-        when, recent, at = clinical_dates(rtype, raw, self.zone, self.today, birth)
-        return _Candidate(position, reference, rtype, raw, frozenset(coded) | from_text, reasons, when, recent,
-                          self.side(rtype, raw), joined, self._structural(rtype, raw), at)
+        reasons = self._reasons(raw) if rtype in _REASONS_READ else frozenset()
+        structural = (pkp_coded and rtype == "Observation") or self._structural(rtype, raw)
+        return _Candidate(position, reference, rtype, raw, frozenset(coded) | from_text, reasons, joined, structural,
+                          side_codings, side_texts)
+
+    def complete(self, candidate: _Candidate, birth: date | None) -> None:
+        """Dates (G-11) and side (G-06), read only for resources a rule reads."""
+        candidate.when, candidate.recent, candidate.at = clinical_dates(
+            candidate.resource_type, candidate.raw, self.zone, self.today, birth)
+        candidate.side = self.side(candidate)
 
     def _other_texts(self, rtype: str, raw: dict[str, Any]) -> list[str]:
         out: list[str] = []
         for i, note in enumerate(_list(raw.get("note"), "note")):
-            out.append(_str(_obj(note, f"note[{i}]").get("text"), f"note[{i}].text") or "")
-        for i, site in enumerate(_concepts_of(raw, "bodySite")):
-            out.append(_str(site.get("text"), f"bodySite[{i}].text") or "")
-            out += [d for _, _, d in _codings(site, f"bodySite[{i}]") if d]
+            out.append(_str(_obj(note, "note", i).get("text"), "note", i, "text"))
         for key in ("valueString", "conclusion"):
-            out.append(_str(raw.get(key), key) or "")
-        for i, interpretation in enumerate(_concepts_of(raw, "interpretation")):
-            out.append(_str(interpretation.get("text"), f"interpretation[{i}].text") or "")
+            out.append(_str(raw.get(key), key))
+        for where, interpretation in _concepts_of(raw, "interpretation"):
+            out.append(_str(interpretation.get("text"), *where, "text"))
         for i, component in enumerate(_list(raw.get("component"), "component")):
-            component = _obj(component, f"component[{i}]")
-            code = _obj(component.get("code"), f"component[{i}].code")
-            out.append(_str(code.get("text"), f"component[{i}].code.text") or "")
-            out.append(_str(component.get("valueString"), f"component[{i}].valueString") or "")
-            value = _obj(component.get("valueCodeableConcept"), f"component[{i}].valueCodeableConcept")
-            out.append(_str(value.get("text"), f"component[{i}].valueCodeableConcept.text") or "")
+            component = _obj(component, "component", i)
+            out.append(_str(_obj(component.get("code"), "component", i, "code").get("text"),
+                            "component", i, "code", "text"))
+            out.append(_str(component.get("valueString"), "component", i, "valueString"))
+            value = _obj(component.get("valueCodeableConcept"), "component", i, "valueCodeableConcept")
+            out.append(_str(value.get("text"), "component", i, "valueCodeableConcept", "text"))
         if rtype == "Procedure":
-            out.append(_str(_obj(raw.get("outcome"), "outcome").get("text"), "outcome.text") or "")
-        if rtype == "MedicationRequest":
+            out.append(_str(_obj(raw.get("outcome"), "outcome").get("text"), "outcome", "text"))
+        elif rtype == "MedicationRequest":
             out.append(_str(_obj(raw.get("medicationReference"), "medicationReference").get("display"),
-                            "medicationReference.display") or "")
+                            "medicationReference", "display"))
         return [t for t in out if t]
 
-    def _reasons(self, rtype: str, raw: dict[str, Any]) -> tuple[list[str], set[str]]:
-        if rtype not in ("MedicationRequest", "Procedure", "ServiceRequest"):
-            return [], set()
+    def _reasons(self, raw: dict[str, Any]) -> frozenset[str]:
+        """Value sets of why it was given or done (reasonCode, reasonReference.display): D-08's "started for DVT"."""
         texts: list[str] = []
         coded: set[str] = set()
-        for i, reason in enumerate(_concepts_of(raw, "reasonCode")):
-            texts.append(_str(reason.get("text"), f"reasonCode[{i}].text") or "")
-            for system, code, display in _codings(reason, f"reasonCode[{i}]"):
+        for where, reason in _concepts_of(raw, "reasonCode"):
+            texts.append(_str(reason.get("text"), *where, "text") or "")
+            for system, code, display in _codings(reason, *where):
                 found = self.terms.code_concepts(system, code) if code else frozenset()
                 coded |= found
                 if display and not found:
                     texts.append(display)
         for i, reference in enumerate(_list(raw.get("reasonReference"), "reasonReference")):
-            texts.append(_str(_obj(reference, f"reasonReference[{i}]").get("display"),
-                              f"reasonReference[{i}].display") or "")
-        return texts, coded
+            texts.append(_str(_obj(reference, "reasonReference", i).get("display"), "reasonReference", i, "display")
+                         or "")
+        joined = "\n".join(t[:TEXT_CAP] for t in texts if t)
+        return frozenset(coded) | (self.terms.text_concepts(joined) if joined else frozenset())
 
-    def side(self, rtype: str, raw: dict[str, Any]) -> str:
-        """G-06: the code's ICD-10-CM laterality, SNOMED side qualifiers or text of code and body site, then any text."""
-        for concept in _concepts_of(raw, "code") + _concepts_of(raw, "bodySite"):
-            for system, code, _ in _codings(concept, "code"):
-                if system == ICD10CM and code:
-                    side = self.knowledge.icd_side(code)
-                    if side and side != "unknown":
-                        return side
-                if system == SNOMED and code in _SIDE_QUALIFIERS:
-                    return _SIDE_QUALIFIERS[code]
-            side = side_of_text(concept.get("text") if isinstance(concept.get("text"), str) else None)
+    def side(self, candidate: _Candidate) -> str:
+        """G-06: ICD-10-CM laterality or SNOMED side qualifiers of code and body site, their text, then any text."""
+        for system, code, _ in candidate.side_codings:
+            if system == ICD10CM and code:
+                side = self.knowledge.icd_side(code)
+                if side and side != "unknown":
+                    return side
+            elif system == SNOMED and code in _SIDE_QUALIFIERS:
+                return _SIDE_QUALIFIERS[code]
+        for text in candidate.side_texts + [d for _, _, d in candidate.side_codings if d]:
+            side = side_of_text(text)
             if side != "unknown":
                 return side
-            for _, _, display in _codings(concept, "code"):
-                side = side_of_text(display)
-                if side != "unknown":
-                    return side
-        return side_of_text("\n".join(self._other_texts(rtype, raw))[:TEXT_CAP]) if rtype == "Observation" else "unknown"
+        if candidate.resource_type == "Observation":  # an exam finding's side is often only in its note
+            return side_of_text(candidate.text)
+        return "unknown"
 
     def _structural(self, rtype: str, raw: dict[str, Any]) -> bool:
         """Resources a rule reads by their structure rather than a value set."""
@@ -283,10 +308,8 @@ class _Reader:
             klass = raw.get("class")
             return isinstance(klass, dict) and klass.get("code") in _INPATIENT_CLASSES
         if rtype == "Procedure":
-            return any(code == _SURGICAL_CATEGORY for c in _concepts_of(raw, "category")
-                       for _, code, _ in _codings(c, "category"))
-        if rtype == "Observation":
-            return any(system == PKP_FINDING for c in _concepts_of(raw, "code") for system, _, _ in _codings(c, "code"))
+            return any(code == _SURGICAL_CATEGORY for where, c in _concepts_of(raw, "category")
+                       for _, code, _ in _codings(c, *where))
         return False
 
 
@@ -315,9 +338,35 @@ def rejection_reason(exc: Exception) -> str:
     return f"invalid value ({type(exc).__name__})"
 
 
+# The elements the facts and cards read, per type (with the choice types' prefixes), plus each type's
+# required elements and modifierExtension: a decision is validated on what it rests on. The rest (narrative,
+# identifiers, addresses, dosage, participants, extensions) is never read, and validating a Synthea Patient
+# whole costs a millisecond.
+_COMMON = ("resourceType", "id", "meta", "implicitRules", "modifierExtension", "status", "code", "subject",
+           "bodySite", "note", "category")
+_READ_ELEMENTS: dict[str, tuple[str, ...]] = {
+    "Patient": ("birthDate", "gender", "deceased", "active"),
+    "Condition": ("clinicalStatus", "verificationStatus", "onset", "abatement", "recordedDate", "severity"),
+    "Observation": ("effective", "issued", "value", "interpretation", "referenceRange", "component",
+                    "dataAbsentReason", "method"),
+    "Procedure": ("performed", "outcome", "reasonCode", "reasonReference"),
+    "MedicationRequest": ("intent", "medication", "authoredOn", "reasonCode", "reasonReference", "doNotPerform"),
+    "Encounter": ("class", "period", "type", "reasonCode", "reasonReference"),
+    "DiagnosticReport": ("effective", "issued", "conclusion", "conclusionCode"),
+    "ServiceRequest": ("intent", "authoredOn", "reasonCode", "reasonReference", "occurrence", "priority",
+                       "doNotPerform"),
+}
+_KEPT = {rtype: _COMMON + elements for rtype, elements in _READ_ELEMENTS.items()}
+
+
+def _read_part(rtype: str, raw: dict[str, Any]) -> dict[str, Any]:
+    kept = _KEPT[rtype]
+    return {k: v for k, v in raw.items() if k.startswith(kept)}
+
+
 def validate(rtype: str, raw: dict[str, Any], zone: tzinfo) -> Resource:
-    """The R4 model of a raw resource, its zone-less dateTimes read in the service's zone (G-11)."""
-    raw = _without_vendor_meta(raw)
+    """The R4 model of what the rules read of a raw resource, zone-less dateTimes read in the service's zone (G-11)."""
+    raw = _without_vendor_meta(_read_part(rtype, raw))
     if has_zoneless(raw):
         raw = with_zones(raw, zone)
     return _MODELS[rtype].model_validate(raw)
@@ -394,13 +443,15 @@ def build_index(
                     collector.reject(f"Patient/{rid}", rtype, exc)
             continue
         try:
-            candidate = reader.read(position, rtype, raw, birth)
+            candidate = reader.read(position, rtype, raw)
         except (Malformed, RecursionError) as exc:
             collector.reject(f"{rtype}/{rid}" if isinstance(rid, str) else f"{rtype} #{position}", rtype, exc)
             continue
         if not candidate.concepts and not candidate.structural:
             not_read += 1
-        elif candidate.concepts <= terms.latest_only and not candidate.structural:
+            continue
+        reader.complete(candidate, birth)
+        if candidate.concepts <= terms.latest_only and not candidate.structural:
             for concept in candidate.concepts:
                 latest.setdefault(concept, []).append(candidate)
         else:
@@ -437,10 +488,11 @@ def build_index(
         if not isinstance(raw, dict):
             continue
         try:
-            candidate = reader.read(position, "ServiceRequest", raw, birth)
+            candidate = reader.read(position, "ServiceRequest", raw)
         except (Malformed, RecursionError) as exc:
             collector.reject(f"ServiceRequest #{position}", "ServiceRequest", exc)
             continue
+        reader.complete(candidate, birth)
         entry = collector.entry(candidate)
         if entry is not None:
             drafts.append(entry)

@@ -139,3 +139,19 @@ def wait_for_http(url: str, seconds: float = 60.0) -> httpx.Response:
             last = exc
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {seconds}s: {last}")
+
+
+@pytest.fixture(scope="session")
+def paging_fhir_server():
+    """The project's paging FHIR server (tests/paging_fhir_server.py) for charts too long for Medplum's router."""
+    from .paging_fhir_server import PagingFhirServer
+
+    with PagingFhirServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_paging_fhir_server(paging_fhir_server):
+    """The paging FHIR server emptied, with no token required, no failures and no requests counted."""
+    paging_fhir_server.reset()
+    return paging_fhir_server

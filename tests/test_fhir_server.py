@@ -117,7 +117,7 @@ def test_a_server_error_on_optional_data_goes_on_and_says_so(settings, fhir_serv
     response = _post(settings, loaded)
     assert response.status_code == 200
     missing = response.get_json()["extension"]["pkp-data-quality"]["missing"]
-    assert [m["key"] for m in missing] == ["encounters"]
+    assert [m["key"] for m in missing] == ["recent-encounters"]  # the query plan's key (query-plan.md)
     assert _topics(response) == ["imaging-appropriateness"]
 
 
@@ -125,3 +125,46 @@ def test_an_unreachable_server_is_a_412(settings, loaded):
     loaded["fhirServer"] = "http://127.0.0.1:9"  # discard port: nothing listens
     response = _post(settings, loaded)
     assert response.status_code == 412
+
+
+SANDBOX_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def _observation(ident: str, system: str, code: str, when: str, patient: str = "pkp-chronic-01") -> dict:
+    return {"resourceType": "Observation", "id": ident, "status": "final", "subject": {"reference": f"Patient/{patient}"},
+            "code": {"coding": [{"system": system, "code": code}]}, "effectiveDateTime": when}
+
+
+def test_a_sandbox_form_post_search_answers_as_the_get_search(fhir_server):
+    # The CDS Hooks Sandbox fills a prefetch template with a form-encoded POST _search; it used to crash the server.
+    fhir_server.load([
+        _observation("swelling", "http://snomed.info/sct", "24028007", "2026-11-18T10:00:00Z"),
+        _observation("dimer", "http://loinc.org", "39156-5", "2026-11-19T09:00:00Z"),
+        _observation("older-dimer", "http://loinc.org", "39156-5", "2026-10-02T09:00:00Z"),
+        _observation("heart-rate", "http://loinc.org", "8867-4", "2026-11-19T09:05:00Z"),
+        _observation("someone-else", "http://loinc.org", "39156-5", "2026-11-19T09:00:00Z", patient="other"),
+    ])
+    fhir_server.configure(pageSize=2)
+    query = "patient=pkp-chronic-01&code=39156-5,24028007&_sort=-date"
+    got = fhir_server.http.get(f"/Observation?{query}")
+    posted = fhir_server.http.post("/Observation/_search", content=query, headers=SANDBOX_FORM)
+    assert posted.status_code == 200, posted.text
+    assert posted.json() == got.json()
+    assert [e["resource"]["id"] for e in posted.json()["entry"]] == ["dimer", "swelling"]
+    assert posted.json()["total"] == 3
+    rest = fhir_server.http.get(next(link["url"] for link in posted.json()["link"] if link["relation"] == "next"))
+    assert [e["resource"]["id"] for e in rest.json()["entry"]] == ["older-dimer"]
+    assert {"method": "POST", "url": "/Observation/_search", "authorization": None, "body": query} in fhir_server.requests()
+
+
+def test_a_browser_preflight_is_answered_and_every_answer_allows_any_origin(fhir_server):
+    fhir_server.configure(requireToken=TOKEN)  # a preflight carries no token and must not need one
+    preflight = fhir_server.http.options("/Observation/_search", headers={
+        "Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST, OPTIONS"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "Authorization, Content-Type"
+    refused = fhir_server.http.get("/Patient/pkp-chronic-01")
+    assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == "*"

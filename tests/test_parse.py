@@ -29,8 +29,12 @@ def test_an_invalid_resource_is_left_out_and_listed_without_its_content(client):
 def test_an_unknown_element_or_resource_type_does_not_fail_the_call(client):
     body = example_request("chronic-posterior-knee-pain.json", "patient-view")
     conditions = body["prefetch"]["conditions"]["entry"]
+    # A misspelt element the rules read (the onset) leaves the resource out; an element no rule reads does not.
     conditions.append({"resource": {"resourceType": "Condition", "id": "weird", "subject": {"reference": "Patient/x"},
-                                    "code": {"text": "Right calf pain"}, "madeUpElement": 1}})
+                                    "code": {"text": "Right calf pain"}, "onsetDatetime": "2026-11-19"}})
+    conditions.append({"resource": {"resourceType": "Condition", "id": "vendor", "subject": {"reference": "Patient/x"},
+                                    "code": {"text": "Right calf pain"}, "onsetDateTime": "2026-11-19",
+                                    "madeUpElement": 1}})
     conditions.append({"resource": {"resourceType": "Condition", "id": "unrelated", "subject": {"reference": "Patient/x"},
                                     "code": {"text": "Seasonal allergy"}, "madeUpElement": 1}})
     conditions.append({"resource": {"resourceType": "NotAResource", "id": "n"}})

@@ -195,3 +195,65 @@ def test_a_patient_the_fhir_server_does_not_know_is_412_not_no_cards(settings, f
     response = _call(settings, full_body, lambda request: httpx.Response(404))
     assert response.status_code == 412
     assert response.get_json()["issue"][0]["expression"] == ["prefetch.patient"]
+
+
+def _observation(oid: str, day: str) -> dict:
+    return {"resourceType": "Observation", "id": oid, "status": "final", "subject": {"reference": "Patient/pkp-chronic-01"},
+            "code": {"text": "Heart rate"}, "effectiveDateTime": day, "valueQuantity": {"value": 70, "unit": "/min"}}
+
+
+def _paged_recent_observations(full_body: dict, last_day_on_first_page: str) -> None:
+    """Prefetch `recent-observations` as a first page (newest first) with a next link."""
+    full_body["prefetch"]["recent-observations"] = {
+        "resourceType": "Bundle", "type": "searchset",
+        "entry": [{"resource": _observation("o-1", "2026-11-19")}, {"resource": _observation("o-2", last_day_on_first_page)}],
+        "link": [{"relation": "next", "url": f"{FHIR}/Observation?patient=pkp-chronic-01&_sort=-date&_page=2"}]}
+
+
+@pytest.mark.parametrize(("last_day", "pages_read"), [
+    ("2026-10-23", 1),  # 28 days before 2026-11-20: still inside the window, so the next page is read
+    ("2026-10-22", 0),  # 29 days: the first page already reaches past the window
+])
+def test_a_windowed_key_is_read_until_its_window_is_covered(settings, full_body, last_day, pages_read):
+    _paged_recent_observations(full_body, last_day)
+    calls: list[str] = []
+
+    def second_page(request):
+        calls.append(str(request.url))
+        return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset",
+                                         "entry": [{"resource": _observation("o-3", "2026-09-01")}]})
+
+    response = _call(settings, full_body, second_page)
+    assert response.status_code == 200
+    assert len(calls) == pages_read
+
+
+def test_a_windowed_key_whose_window_cannot_be_completed_is_412(settings, full_body):
+    # The unread pages could hold an exam finding of the last 14 days: a partial list must not pass as complete.
+    _paged_recent_observations(full_body, "2026-11-18")
+    response = _call(settings, full_body, lambda request: httpx.Response(503))
+    assert response.status_code == 412
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.recent-observations"]
+
+
+def test_a_newest_only_key_never_reads_a_second_page(settings, full_body):
+    full_body["prefetch"]["latest-bmi"] = {
+        "resourceType": "Bundle", "type": "searchset", "entry": [],
+        "link": [{"relation": "next", "url": f"{FHIR}/Observation?patient=pkp-chronic-01&code=39156-5&_page=2"}]}
+    calls: list[httpx.Request] = []
+    response = _call(settings, full_body, lambda request: calls.append(request) or httpx.Response(503))
+    assert response.status_code == 200
+    assert calls == []
+
+
+def test_the_fallback_bounds_windowed_searches_by_date(settings, full_body):
+    fhir = RecordingFhir(copy.deepcopy(full_body))
+    full_body.pop("prefetch")
+    assert _call(settings, full_body, fhir).status_code == 200
+    by_key = {(r.url.path.rsplit("/", 1)[1], r.url.params.get("_sort")): r.url.params for r in fhir.calls
+              if "code" not in r.url.params}  # the latest-value keys are sorted too, by code
+    # today 2026-11-20: exam findings of the last 28 days, surgery and chemotherapy of the last 183
+    assert by_key[("Observation", "-date")].get_list("date") == ["ge2026-10-23"]
+    assert by_key[("Procedure", "-date")].get_list("date") == ["ge2026-05-21"]
+    assert by_key[("MedicationRequest", "-authoredon")].get_list("authoredon") == ["ge2026-05-21"]
+    assert by_key[("Encounter", "-date")].get_list("date") == ["ge2026-05-21"]
