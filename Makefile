@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 FHIR_SERVER_DIR := tests/fhir_server
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,15 +27,21 @@ $(FHIR_SERVER_DIR)/node_modules/.installed: $(FHIR_SERVER_DIR)/package-lock.json
 		npm ci --prefix $(FHIR_SERVER_DIR) --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "npm not found: FHIR-server tests will be skipped"; fi
 
+# One gunicorn configuration (gunicorn.conf.py) for `make run` and the benchmark; it reads PORT and KNEE_CDS_HOST.
 run: $(VENV)/.run-installed
-	$(BIN)/gunicorn --workers 2 --preload --bind 127.0.0.1:$(PORT) --access-logfile - 'cds_service:create_app()'
+	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py 'cds_service:create_app()'
 
 test: $(VENV)/.dev-installed $(FHIR_SERVER_DIR)/node_modules/.installed
-	$(BIN)/ruff check cds_service tests bench fhir_examples
+	$(BIN)/ruff check cds_service tests bench fhir_examples gunicorn.conf.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Speed targets live here, not in the tests: service vs a bare Flask app under gunicorn (wrk, server CPU per
+# request), then in-process latency by chart size. Needs wrk (apt-get install wrk); about a minute.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m bench
+
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check cds_service tests bench fhir_examples
+	$(BIN)/ruff check cds_service tests bench fhir_examples gunicorn.conf.py
 	$(BIN)/ruff format --check cds_service tests bench fhir_examples
 
 clean:

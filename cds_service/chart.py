@@ -31,8 +31,6 @@ RULE_RESOURCE_TYPES = (
     "ServiceRequest",
 )
 _MODELS = {name: get_fhir_model_class(name) for name in RULE_RESOURCE_TYPES}
-# Meta elements of the FHIR standard; servers add their own (Medplum: project, author, compartment…).
-_STANDARD_META = {"id", "extension", "versionId", "lastUpdated", "source", "profile", "security", "tag"}
 _INPATIENT_CLASSES = {"IMP", "ACUTE", "NONAC"}  # W-03: a stay of 3 days or more
 _SURGICAL_CATEGORY = "387713003"
 _SIDE_QUALIFIERS = {"24028007": "right", "7771000": "left", "51440002": "both"}
@@ -315,13 +313,6 @@ class _Reader:
 
 # --- validation -----------------------------------------------------------------------------------
 
-def _without_vendor_meta(raw: dict[str, Any]) -> dict[str, Any]:
-    meta = raw.get("meta")
-    if isinstance(meta, dict) and not meta.keys() <= _STANDARD_META:
-        raw = {**raw, "meta": {k: v for k, v in meta.items() if k in _STANDARD_META}}
-    return raw
-
-
 def rejection_reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         parts = []
@@ -342,34 +333,56 @@ def rejection_reason(exc: Exception) -> str:
 # required elements and modifierExtension: a decision is validated on what it rests on. The rest (narrative,
 # identifiers, addresses, dosage, participants, extensions) is never read, and validating a Synthea Patient
 # whole costs a millisecond.
-_COMMON = ("resourceType", "id", "meta", "implicitRules", "modifierExtension", "status", "code", "subject",
-           "bodySite", "note", "category")
+_COMMON = ("resourceType", "id", "modifierExtension", "status", "code", "subject", "bodySite", "note")
 _READ_ELEMENTS: dict[str, tuple[str, ...]] = {
     "Patient": ("birthDate", "gender", "deceased", "active"),
     "Condition": ("clinicalStatus", "verificationStatus", "onset", "abatement", "recordedDate", "severity"),
     "Observation": ("effective", "issued", "value", "interpretation", "referenceRange", "component",
                     "dataAbsentReason", "method"),
-    "Procedure": ("performed", "outcome", "reasonCode", "reasonReference"),
+    "Procedure": ("performed", "outcome", "reasonCode", "reasonReference", "category"),
     "MedicationRequest": ("intent", "medication", "authoredOn", "reasonCode", "reasonReference", "doNotPerform"),
     "Encounter": ("class", "period", "type", "reasonCode", "reasonReference"),
     "DiagnosticReport": ("effective", "issued", "conclusion", "conclusionCode"),
     "ServiceRequest": ("intent", "authoredOn", "reasonCode", "reasonReference", "occurrence", "priority",
                        "doNotPerform"),
 }
-_KEPT = {rtype: _COMMON + elements for rtype, elements in _READ_ELEMENTS.items()}
+_CHOICES = ("onset", "abatement", "effective", "value", "performed", "deceased", "medication", "occurrence")
+_KEPT = {rtype: frozenset(_COMMON + elements) for rtype, elements in _READ_ELEMENTS.items()}
+_KEPT_CHOICES = {rtype: tuple(e for e in _COMMON + elements if e in _CHOICES) for rtype, elements in _READ_ELEMENTS.items()}
+# Meta elements of the FHIR standard; servers add their own (Medplum: project, author, compartment…).
+_STANDARD_META = {"id", "extension", "versionId", "lastUpdated", "source", "profile", "security", "tag"}
 
 
 def _read_part(rtype: str, raw: dict[str, Any]) -> dict[str, Any]:
-    kept = _KEPT[rtype]
-    return {k: v for k, v in raw.items() if k.startswith(kept)}
+    """The elements a rule reads; a choice element by its prefix, so that a misspelt one still fails validation."""
+    kept, choices = _KEPT[rtype], _KEPT_CHOICES[rtype]
+    return {k: v for k, v in raw.items() if k in kept or (choices and k.startswith(choices))}
 
 
-def validate(rtype: str, raw: dict[str, Any], zone: tzinfo) -> Resource:
-    """The R4 model of what the rules read of a raw resource, zone-less dateTimes read in the service's zone (G-11)."""
-    raw = _without_vendor_meta(_read_part(rtype, raw))
-    if has_zoneless(raw):
-        raw = with_zones(raw, zone)
-    return _MODELS[rtype].model_validate(raw)
+def _without_vendor_meta(raw: dict[str, Any]) -> dict[str, Any]:
+    meta = raw.get("meta")
+    if isinstance(meta, dict) and not meta.keys() <= _STANDARD_META:
+        raw = {**raw, "meta": {k: v for k, v in meta.items() if k in _STANDARD_META}}
+    return raw
+
+
+def validate(rtype: str, raw: dict[str, Any], zone: tzinfo, whole: bool = False) -> Resource:
+    """The R4 model of what the rules read of a raw resource (of all of it when ``whole``: the CLI's check),
+    zone-less dateTimes read in the service's zone (G-11)."""
+    part = _without_vendor_meta(raw) if whole else _read_part(rtype, raw)
+    try:
+        return _MODELS[rtype].model_validate(part)
+    except ValidationError:
+        if not has_zoneless(part):  # rare: look for zone-less dateTimes only when validation fails
+            raise
+    return _MODELS[rtype].model_validate(with_zones(part, zone))
+
+
+def _only_outside_windows(candidate: _Candidate, windows: dict[str, int], today: date) -> bool:
+    """Every concept of the resource has a look-back (fever: 48 hours) and the resource is older than all of them."""
+    if not candidate.concepts <= windows.keys() or candidate.recent is None:
+        return False
+    return all((today - candidate.recent).days > windows[c] for c in candidate.concepts)
 
 
 def _current_value(candidate: _Candidate, today: date) -> bool:
@@ -451,7 +464,9 @@ def build_index(
             not_read += 1
             continue
         reader.complete(candidate, birth)
-        if candidate.concepts <= terms.latest_only and not candidate.structural:
+        if not candidate.structural and _only_outside_windows(candidate, terms.windows, today):
+            not_read += 1
+        elif candidate.concepts <= terms.latest_only and not candidate.structural:
             for concept in candidate.concepts:
                 latest.setdefault(concept, []).append(candidate)
         else:

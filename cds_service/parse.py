@@ -46,7 +46,7 @@ def parse_record(raw_resources: list[Any], zone: tzinfo = UTC) -> ParsedRecord:
                 continue
             seen.add((rtype, rid))
         try:
-            resource = validate(rtype, raw, zone)
+            resource = validate(rtype, raw, zone, whole=True)
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             rejected.append(Rejected(reference, rtype, rejection_reason(exc)))
             continue

@@ -31,6 +31,7 @@ class PrefetchSpec:
     code_sets: tuple[str, ...] = ()  # value sets whose explicit codes filter the search
     exclude_sets: tuple[str, ...] = ()  # ... less these (read by a key of their own)
     codes: tuple[str, ...] = ()  # the resolved code filter
+    category: str | None = None
     status: str | None = None
     window_days: int | None = None  # newest first, down to this many days back (the rules' longest look-back)
     newest: int | None = None  # only the newest few (G-07: the latest value wins)
@@ -43,6 +44,8 @@ class PrefetchSpec:
         parameters = [f"patient={_PATIENT}"]
         if self.codes:
             parameters.append("code=" + ",".join(self.codes))
+        if self.category:
+            parameters.append(f"category={self.category}")
         if self.status:
             parameters.append(f"status={self.status}")
         if self.window_days is not None or self.newest is not None:
@@ -76,6 +79,10 @@ class PrefetchSpec:
         if resource.get("resourceType") != self.resource_type:
             return False
         if self.status and resource.get("status") != self.status:
+            return False
+        if self.category and self.category not in {
+                c.get("code") for concept in resource.get("category") or [] if isinstance(concept, dict)
+                for c in concept.get("coding") or [] if isinstance(c, dict)}:
             return False
         if self.codes:
             concepts = resource.get("code") if self.resource_type != "MedicationRequest" else None
@@ -114,7 +121,8 @@ class ServiceDefinition:
         }
 
 
-EXAM_WINDOW_DAYS = 28  # G-09: coded leg signs 4 weeks, exam findings 14 days, fever 48 h
+EXAM_WINDOW_DAYS = 28  # G-09: leg signs 4 weeks, exam findings 14 days
+FEVER_WINDOW_DAYS = 2  # RF-06: a temperature of 38.0 °C or more in the last 48 hours
 HISTORY_WINDOW_DAYS = 183  # W-01: cancer treatment within 6 months is the longest look-back of these types
 _IMAGING = ("knee-xray", "knee-mri", "knee-us", "venous-duplex")
 _LATEST = (("latest-bmi", "bmi", False), ("latest-body-weight", "body-weight", False),
@@ -129,8 +137,13 @@ PATIENT_DATA: tuple[PrefetchSpec, ...] = (
     PrefetchSpec("conditions", "Condition", True, "knee pain, diagnoses, risk factors"),
     PrefetchSpec("observations", "Observation", True, "coded exam findings, D-dimer, imaging results",
                  code_sets=("*",), exclude_sets=tuple(vs for _, vs, _ in _LATEST) + ("body-temperature",)),
-    PrefetchSpec("recent-observations", "Observation", True,
-                 f"exam findings written as text, fever (last {EXAM_WINDOW_DAYS} days)", window_days=EXAM_WINDOW_DAYS),
+    # Findings written only as text sit in examination Observations under local codes (G-10): the exam category,
+    # newest first, for the longest look-back of the leg-sign rules. Vital signs and labs are not read this way.
+    PrefetchSpec("exam-findings", "Observation", True,
+                 f"examination findings written as text (last {EXAM_WINDOW_DAYS} days)", category="exam",
+                 window_days=EXAM_WINDOW_DAYS),
+    PrefetchSpec("recent-temperatures", "Observation", True, f"fever (last {FEVER_WINDOW_DAYS * 24} hours)",
+                 code_sets=("body-temperature",), window_days=FEVER_WINDOW_DAYS),
     *(PrefetchSpec(key, "Observation", required, f"the latest {vs.replace('-', ' ')}", code_sets=(vs,), newest=3)
       for key, vs, required in _LATEST),
     PrefetchSpec("procedures", "Procedure", False, "knee imaging on record", code_sets=_IMAGING),

@@ -125,6 +125,7 @@ class ValueSet:
     text_patterns: tuple[re.Pattern[str], ...]
     clause_rules: tuple[ClauseRule, ...] = ()
     latest_only: bool = False  # G-07: only the newest resource of this concept is read
+    window_days: int | None = None  # only resources dated within this many days are read (the rules' look-back)
 
     @classmethod
     def from_json(cls, name: str, spec: dict[str, Any]) -> ValueSet:
@@ -146,6 +147,7 @@ class ValueSet:
             tuple(re.compile(rf"\b(?:{p})", re.I) for p in spec.get("text", [])),
             tuple(ClauseRule.from_json(c) for c in spec.get("clause", [])),
             bool(spec.get("latest_only", False)),
+            spec.get("window_days"),
         )
 
     @property
@@ -221,6 +223,7 @@ class Terminology:
         self.value_sets = value_sets
         self.icd_value_sets = frozenset(n for n, vs in value_sets.items() if vs.has_icd)
         self.latest_only = frozenset(n for n, vs in value_sets.items() if vs.latest_only)
+        self.windows = {n: vs.window_days for n, vs in value_sets.items() if vs.window_days is not None}
         readers = [vs for vs in value_sets.values() if vs.reads_text]
         self._patterns: dict[str, tuple[re.Pattern[str], list[str]]] = {}
         for vs in readers:

@@ -276,6 +276,7 @@ class PagingFhirServer:
         self._by_patient: dict[tuple[str, str], dict[str, Indexed]] = {}
         self._failing: dict[str, int] = {}
         self._served: Counter[str] = Counter()
+        self._searches: list[tuple[str, dict[str, str]]] = []
         self._http: HttpServer | None = None
         self._thread: threading.Thread | None = None
         self.base = ""
@@ -326,6 +327,7 @@ class PagingFhirServer:
             self._by_patient.clear()
             self._failing.clear()
             self._served.clear()
+            self._searches.clear()
             self.required_token = None
 
     def fail(self, resource_type: str, status: int = 503) -> None:
@@ -338,6 +340,11 @@ class PagingFhirServer:
         with self._lock:
             return Counter(self._served)
 
+    def searches(self, resource_type: str) -> list[dict[str, str]]:
+        """The parameters of every search of a type so far (GET or POST _search), in order."""
+        with self._lock:
+            return [params for kind, params in self._searches if kind == resource_type]
+
     # --- FHIR interactions (called from the handler threads) --------------------------------------------
 
     def answer(
@@ -345,6 +352,8 @@ class PagingFhirServer:
     ) -> tuple[int, dict[str, Any]]:
         with self._lock:
             self._served[path] += 1
+            if path.strip("/").split("/")[-1] == "_search" or "/" not in path.strip("/"):
+                self._searches.append((path.strip("/").split("/")[0], dict(params)))
             failing = dict(self._failing)
         if self.required_token is not None and authorization != f"Bearer {self.required_token}":
             return 401, outcome("login", "missing or wrong bearer token")

@@ -37,7 +37,10 @@ def test_code_filters_come_from_the_value_sets_the_rules_read(client):
     # the latest-only vitals have their own newest-first keys
     assert "39156-5" not in observations
     assert prefetch["latest-bmi"] == "Observation?patient={{context.patientId}}&code=39156-5&_sort=-date&_count=3"
-    assert prefetch["recent-observations"] == "Observation?patient={{context.patientId}}&_sort=-date&_count=100"
+    assert prefetch["exam-findings"] == \
+        "Observation?patient={{context.patientId}}&category=exam&_sort=-date&_count=100"
+    assert prefetch["recent-temperatures"] == \
+        "Observation?patient={{context.patientId}}&code=8310-5&_sort=-date&_count=100"
     assert "73721" in prefetch["procedures"] and "73721" in prefetch["reports"]  # knee MRI (CPT)
 
 

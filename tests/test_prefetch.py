@@ -203,8 +203,8 @@ def _observation(oid: str, day: str) -> dict:
 
 
 def _paged_recent_observations(full_body: dict, last_day_on_first_page: str) -> None:
-    """Prefetch `recent-observations` as a first page (newest first) with a next link."""
-    full_body["prefetch"]["recent-observations"] = {
+    """Prefetch `exam-findings` as a first page (newest first) with a next link."""
+    full_body["prefetch"]["exam-findings"] = {
         "resourceType": "Bundle", "type": "searchset",
         "entry": [{"resource": _observation("o-1", "2026-11-19")}, {"resource": _observation("o-2", last_day_on_first_page)}],
         "link": [{"relation": "next", "url": f"{FHIR}/Observation?patient=pkp-chronic-01&_sort=-date&_page=2"}]}
@@ -233,7 +233,7 @@ def test_a_windowed_key_whose_window_cannot_be_completed_is_412(settings, full_b
     _paged_recent_observations(full_body, "2026-11-18")
     response = _call(settings, full_body, lambda request: httpx.Response(503))
     assert response.status_code == 412
-    assert response.get_json()["issue"][0]["expression"] == ["prefetch.recent-observations"]
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.exam-findings"]
 
 
 def test_a_newest_only_key_never_reads_a_second_page(settings, full_body):
