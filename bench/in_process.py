@@ -82,7 +82,7 @@ def service_client(tmp: str) -> FlaskClient:
 def benchmark(sizes: list[int], warmup: int) -> None:
     largest = max(sizes)
     cpu_p50: dict[int, float] = {}
-    loads_cpu: list[float] = []
+    loads_p50: dict[int, float] = {}
     print(f"# {machine()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="knee-cds-bench-") as tmp:
         client = service_client(tmp)
@@ -95,25 +95,30 @@ def benchmark(sizes: list[int], warmup: int) -> None:
         for size in sizes:
             samples = bodies(size, ITERATIONS.get(size, 20))
             timings = []
+            loads_cpu = []
             for body in samples:
-                if size == largest:
-                    loads_cpu.append(timed(lambda body=body: json.loads(body)).cpu_ms)
+                loads_cpu.append(timed(lambda body=body: json.loads(body)).cpu_ms)
                 timings.append(call(client, body))
             wall = sorted(t.wall_ms for t in timings)
             cpu_p50[size] = statistics.median(t.cpu_ms for t in timings)
+            loads_p50[size] = statistics.median(loads_cpu)
             print(
                 f"{size:9d} {len(samples[0]) / 1024:8.0f} {len(timings):6d} {statistics.median(wall):8.2f} "
                 f"{percentile(wall, 0.95):8.2f} {cpu_p50[size]:10.2f} {cpu_p50[size] * 1000 / size:15.1f}"
             )
-    loads_p50 = statistics.median(loads_cpu)
-    multiple = cpu_p50[largest] / loads_p50
+    multiple = cpu_p50[largest] / loads_p50[largest]
     print(
-        f"json.loads of the {largest:,}-resource bodies: CPU p50 {loads_p50:.2f} ms; the hook call is {multiple:.1f}x that "
-        f"(target <= 5x: {'met' if multiple <= 5 else 'MISSED'})"
+        f"json.loads of the {largest:,}-resource bodies: CPU p50 {loads_p50[largest]:.2f} ms; the hook call is "
+        f"{multiple:.1f}x that (target <= 5x: {'met' if multiple <= 5 else 'MISSED'})"
     )
     if 1000 in cpu_p50 and largest > 1000:
+        # json.loads itself grows faster than linearly with the body (cache misses on megabytes of objects); the
+        # service's own work is the call less the parse of its body.
+        own = {n: cpu_p50[n] - loads_p50[n] for n in (1000, largest)}
         print(
-            f"CPU time({largest:,}) / time(1,000) = {cpu_p50[largest] / cpu_p50[1000]:.2f} (linear growth: {largest / 1000:g})"
+            f"CPU time({largest:,}) / time(1,000) = {cpu_p50[largest] / cpu_p50[1000]:.2f}; json.loads alone "
+            f"{loads_p50[largest] / loads_p50[1000]:.2f}; the call less its json.loads {own[largest] / own[1000]:.2f} "
+            f"(linear growth: {largest / 1000:g})"
         )
 
 

@@ -97,12 +97,9 @@ class _Candidate:
     reason_concepts: frozenset[str]
     text: str
     structural: bool
-    side_codings: list[tuple[str, str, str | None]]  # codings of code and bodySite, for the side (G-06)
-    side_texts: list[str]  # texts of code and bodySite
     when: date | None = None
     recent: date | None = None
     at: datetime | None = None  # the clinical date's instant, when it has a time
-    side: str = "unknown"
 
 
 # --- reading raw JSON safely: the message is built only when the shape is wrong --------------------
@@ -147,9 +144,15 @@ def _concepts_of(raw: dict[str, Any], key: str) -> list[tuple[tuple[Any, ...], d
 
 
 def _codings(concept: dict[str, Any], *where: Any) -> list[tuple[str, str, str | None]]:
+    codings = concept.get("coding")
+    if codings is None:
+        return []
+    if type(codings) is not list:
+        raise Malformed(f"{_where((*where, 'coding'))}: expected an array")
     out = []
-    for i, coding in enumerate(_list(concept.get("coding"), *where, "coding")):
-        coding = _obj(coding, *where, "coding", i)
+    for i, coding in enumerate(codings):
+        if type(coding) is not dict:
+            raise Malformed(f"{_where((*where, 'coding', i))}: expected an object")
         system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
         if not (system is None or type(system) is str) or not (code is None or type(code) is str) or \
                 not (display is None or type(display) is str):
@@ -178,7 +181,12 @@ _PRIMARY = {
     "Observation": ("code", "valueCodeableConcept"),
     "DiagnosticReport": ("code", "conclusionCode"),
 }
+_CODE_ONLY = ("code",)
+_STRUCTURAL = {"Encounter", "Procedure"}
+_NOTHING: frozenset[str] = frozenset()
 _REASONS_READ = {"MedicationRequest", "Procedure", "ServiceRequest"}
+_TEXT_ELEMENTS = frozenset({"note", "valueString", "conclusion", "interpretation", "component", "outcome",
+                            "medicationReference"})
 
 
 class _Reader:
@@ -190,59 +198,80 @@ class _Reader:
         self.zone = zone
         self.today = today
 
-    def read(self, position: int, rtype: str, raw: dict[str, Any]) -> _Candidate:
-        """What decides whether a rule reads the resource: its value sets, by code and by text (G-04, G-10)."""
-        rid = raw.get("id")
-        reference = f"{rtype}/{rid}" if isinstance(rid, str) else f"{rtype} #{position}"
+    def read(self, position: int, rtype: str, raw: dict[str, Any]) -> _Candidate | None:
+        """The resource's value sets, by code and by text (G-04, G-10); None when no rule reads it.
+
+        This runs for every resource of every call, so the common shapes are read inline; ``_codings`` and ``_str``
+        name the element when a shape is wrong.
+        """
         code_concepts = self.terms.code_concepts
         coded: set[str] = set()
         texts: list[str] = []
-        side_texts: list[str] = []
-        side_codings: list[tuple[str, str, str | None]] = []
+        displays: list[str] = []
         icd_coded = pkp_coded = False
-        unrecognised_displays: list[str] = []
-        for key in _PRIMARY.get(rtype, ("code",)):
-            for where, concept in _concepts_of(raw, key):
-                text = _str(concept.get("text"), *where, "text")
-                if text:
-                    texts.append(text)
-                codings = _codings(concept, *where)
-                for system, code, display in codings:
-                    found = code_concepts(system, code) if code else frozenset()
-                    coded |= found
-                    if key == "code":
+        for key in _PRIMARY.get(rtype, _CODE_ONLY):
+            value = raw.get(key)
+            if value is None:
+                continue
+            for where, concept in ((((key,), value),) if type(value) is dict else _concepts_of(raw, key)):
+                text = concept.get("text")
+                if text is not None:
+                    texts.append(_str(text, *where, "text")[:TEXT_CAP])
+                codings = concept.get("coding")
+                if not codings:
+                    continue
+                if type(codings) is not list:
+                    _codings(concept, *where)
+                for coding in codings:
+                    if type(coding) is not dict:
+                        _codings(concept, *where)
+                    code = coding.get("code")
+                    system = coding.get("system") or ""
+                    if type(code) is not str or type(system) is not str:
+                        _codings(concept, *where)  # raises unless the code is merely absent
+                    found = code_concepts(system, code) if code else _NOTHING
+                    if found:
+                        coded |= found
+                    else:
+                        display = coding.get("display")
+                        if display:
+                            displays.append(_str(display, *where, "coding", "display")[:TEXT_CAP])
+                    if system and key == "code":
                         icd_coded = icd_coded or (system == ICD10CM and bool(code))
                         pkp_coded = pkp_coded or system == PKP_FINDING
-                    if display and not found:
-                        unrecognised_displays.append(display)
-                if key == "code":
-                    side_codings += codings
-                    if text:
-                        side_texts.append(text)
-        texts += unrecognised_displays
-        for where, site in _concepts_of(raw, "bodySite"):
-            text = _str(site.get("text"), *where, "text")
-            codings = _codings(site, *where)
-            side_codings += codings
-            site_texts = ([text] if text else []) + [d for _, _, d in codings if d]
-            texts += site_texts
-            side_texts += site_texts
-        texts += self._other_texts(rtype, raw)
-        joined = "\n".join(t[:TEXT_CAP] for t in texts)
-        from_text = self.terms.text_concepts(joined) if joined else frozenset()
-        if icd_coded and rtype != "Observation":
+        if displays:
+            texts += displays
+        if "bodySite" in raw:
+            for where, site in _concepts_of(raw, "bodySite"):
+                text = _str(site.get("text"), *where, "text")
+                if text:
+                    texts.append(text[:TEXT_CAP])
+                texts += [d[:TEXT_CAP] for _, _, d in _codings(site, *where) if d]
+        if not raw.keys().isdisjoint(_TEXT_ELEMENTS):
+            texts += self._other_texts(rtype, raw)
+        from_text = self.terms.text_concepts("\n".join(texts)) if texts else _NOTHING
+        if from_text and icd_coded and rtype != "Observation":
             # G-04: a Condition's non-matching ICD-10-CM code is not overruled by its text.
             from_text -= self.terms.icd_value_sets
-        reasons = self._reasons(raw) if rtype in _REASONS_READ else frozenset()
-        structural = (pkp_coded and rtype == "Observation") or self._structural(rtype, raw)
-        return _Candidate(position, reference, rtype, raw, frozenset(coded) | from_text, reasons, joined, structural,
-                          side_codings, side_texts)
+        structural = (pkp_coded and rtype == "Observation") or (rtype in _STRUCTURAL and self._structural(rtype, raw))
+        if not coded and not from_text and not structural:
+            return None
+        rid = raw.get("id")
+        reference = f"{rtype}/{rid}" if isinstance(rid, str) else f"{rtype} #{position}"
+        reasons = self._reasons(raw) if rtype in _REASONS_READ else _NOTHING
+        return _Candidate(position, reference, rtype, raw, frozenset(coded) | from_text, reasons, "\n".join(texts),
+                          structural)
 
-    def complete(self, candidate: _Candidate, birth: date | None) -> None:
-        """Dates (G-11) and side (G-06), read only for resources a rule reads."""
+    def unread(self, position: int, rtype: str, raw: dict[str, Any]) -> _Candidate:
+        """A resource read whatever its codes (a draft order: the order hooks answer about every one)."""
+        rid = raw.get("id")
+        reference = f"{rtype}/{rid}" if isinstance(rid, str) else f"{rtype} #{position}"
+        return _Candidate(position, reference, rtype, raw, _NOTHING, _NOTHING, "", False)
+
+    def date(self, candidate: _Candidate, birth: date | None) -> None:
+        """Dates (G-11), read only for resources a rule may read."""
         candidate.when, candidate.recent, candidate.at = clinical_dates(
             candidate.resource_type, candidate.raw, self.zone, self.today, birth)
-        candidate.side = self.side(candidate)
 
     def _other_texts(self, rtype: str, raw: dict[str, Any]) -> list[str]:
         out: list[str] = []
@@ -264,7 +293,7 @@ class _Reader:
         elif rtype == "MedicationRequest":
             out.append(_str(_obj(raw.get("medicationReference"), "medicationReference").get("display"),
                             "medicationReference", "display"))
-        return [t for t in out if t]
+        return [t[:TEXT_CAP] for t in out if t]
 
     def _reasons(self, raw: dict[str, Any]) -> frozenset[str]:
         """Value sets of why it was given or done (reasonCode, reasonReference.display): D-08's "started for DVT"."""
@@ -285,14 +314,21 @@ class _Reader:
 
     def side(self, candidate: _Candidate) -> str:
         """G-06: ICD-10-CM laterality or SNOMED side qualifiers of code and body site, their text, then any text."""
-        for system, code, _ in candidate.side_codings:
+        raw = candidate.raw
+        side_codings: list[tuple[str, str, str | None]] = []
+        side_texts: list[str] = []
+        for where, concept in _concepts_of(raw, "code") + _concepts_of(raw, "bodySite"):
+            side_codings += _codings(concept, *where)
+            if concept.get("text"):
+                side_texts.append(concept["text"])
+        for system, code, _ in side_codings:
             if system == ICD10CM and code:
                 side = self.knowledge.icd_side(code)
                 if side and side != "unknown":
                     return side
             elif system == SNOMED and code in _SIDE_QUALIFIERS:
                 return _SIDE_QUALIFIERS[code]
-        for text in candidate.side_texts + [d for _, _, d in candidate.side_codings if d]:
+        for text in side_texts + [d for _, _, d in side_codings if d]:
             side = side_of_text(text)
             if side != "unknown":
                 return side
@@ -333,17 +369,18 @@ def rejection_reason(exc: Exception) -> str:
 # required elements and modifierExtension: a decision is validated on what it rests on. The rest (narrative,
 # identifiers, addresses, dosage, participants, extensions) is never read, and validating a Synthea Patient
 # whole costs a millisecond.
-_COMMON = ("resourceType", "id", "modifierExtension", "status", "code", "subject", "bodySite", "note")
+_COMMON = ("resourceType", "id", "modifierExtension", "status", "code", "bodySite", "note")
 _READ_ELEMENTS: dict[str, tuple[str, ...]] = {
     "Patient": ("birthDate", "gender", "deceased", "active"),
-    "Condition": ("clinicalStatus", "verificationStatus", "onset", "abatement", "recordedDate", "severity"),
+    # subject where R4 requires it (1..1); the patient is the hook's, checked on the Patient resource
+    "Condition": ("subject", "clinicalStatus", "verificationStatus", "onset", "abatement", "recordedDate", "severity"),
     "Observation": ("effective", "issued", "value", "interpretation", "referenceRange", "component",
                     "dataAbsentReason", "method"),
-    "Procedure": ("performed", "outcome", "reasonCode", "reasonReference", "category"),
-    "MedicationRequest": ("intent", "medication", "authoredOn", "reasonCode", "reasonReference", "doNotPerform"),
+    "Procedure": ("subject", "performed", "outcome", "reasonCode", "reasonReference", "category"),
+    "MedicationRequest": ("subject", "intent", "medication", "authoredOn", "reasonCode", "reasonReference", "doNotPerform"),
     "Encounter": ("class", "period", "type", "reasonCode", "reasonReference"),
     "DiagnosticReport": ("effective", "issued", "conclusion", "conclusionCode"),
-    "ServiceRequest": ("intent", "authoredOn", "reasonCode", "reasonReference", "occurrence", "priority",
+    "ServiceRequest": ("subject", "intent", "authoredOn", "reasonCode", "reasonReference", "occurrence", "priority",
                        "doNotPerform"),
 }
 _CHOICES = ("onset", "abatement", "effective", "value", "performed", "deceased", "medication", "occurrence")
@@ -353,10 +390,19 @@ _KEPT_CHOICES = {rtype: tuple(e for e in _COMMON + elements if e in _CHOICES) fo
 _STANDARD_META = {"id", "extension", "versionId", "lastUpdated", "source", "profile", "security", "tag"}
 
 
+# Elements read only when another is absent (G-11: issued when there is no effective[x], recordedDate when there
+# is no onset[x]).
+_FALLBACKS = {"issued": "effective", "recordedDate": "onset"}
+
+
 def _read_part(rtype: str, raw: dict[str, Any]) -> dict[str, Any]:
     """The elements a rule reads; a choice element by its prefix, so that a misspelt one still fails validation."""
     kept, choices = _KEPT[rtype], _KEPT_CHOICES[rtype]
-    return {k: v for k, v in raw.items() if k in kept or (choices and k.startswith(choices))}
+    part = {k: v for k, v in raw.items() if k in kept or (choices and k.startswith(choices))}
+    for element, preferred in _FALLBACKS.items():
+        if element in part and any(k.startswith(preferred) for k in part):
+            del part[element]
+    return part
 
 
 def _without_vendor_meta(raw: dict[str, Any]) -> dict[str, Any]:
@@ -397,7 +443,8 @@ def _current_value(candidate: _Candidate, today: date) -> bool:
 
 
 class _Collector:
-    def __init__(self, zone: tzinfo):
+    def __init__(self, reader: _Reader, zone: tzinfo):
+        self.reader = reader
         self.zone = zone
         self.rejected: list[Rejected] = []
 
@@ -408,7 +455,7 @@ class _Collector:
             self.reject(candidate.reference, candidate.resource_type, exc)
             return None
         return ChartEntry(candidate.reference, model, candidate.concepts, candidate.reason_concepts, candidate.when,
-                          candidate.recent, candidate.side, candidate.text)
+                          candidate.recent, self.reader.side(candidate), candidate.text)
 
     def reject(self, reference: str, rtype: str, exc: Exception) -> None:
         reason = rejection_reason(exc)
@@ -425,7 +472,7 @@ def build_index(
 ) -> ChartIndex:
     terms = knowledge.terminology
     reader = _Reader(knowledge, terms, zone, today)
-    collector = _Collector(zone)
+    collector = _Collector(reader, zone)
     resources = list(raw_resources)
     seen: set[tuple[str, str]] = set()
     patient_raw = next((r for r in resources if isinstance(r, dict) and r.get("resourceType") == "Patient"), None)
@@ -460,10 +507,10 @@ def build_index(
         except (Malformed, RecursionError) as exc:
             collector.reject(f"{rtype}/{rid}" if isinstance(rid, str) else f"{rtype} #{position}", rtype, exc)
             continue
-        if not candidate.concepts and not candidate.structural:
+        if candidate is None:
             not_read += 1
             continue
-        reader.complete(candidate, birth)
+        reader.date(candidate, birth)
         if not candidate.structural and _only_outside_windows(candidate, terms.windows, today):
             not_read += 1
         elif candidate.concepts <= terms.latest_only and not candidate.structural:
@@ -503,11 +550,11 @@ def build_index(
         if not isinstance(raw, dict):
             continue
         try:
-            candidate = reader.read(position, "ServiceRequest", raw)
+            candidate = reader.read(position, "ServiceRequest", raw) or reader.unread(position, "ServiceRequest", raw)
         except (Malformed, RecursionError) as exc:
             collector.reject(f"ServiceRequest #{position}", "ServiceRequest", exc)
             continue
-        reader.complete(candidate, birth)
+        reader.date(candidate, birth)
         entry = collector.entry(candidate)
         if entry is not None:
             drafts.append(entry)

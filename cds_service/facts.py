@@ -497,7 +497,7 @@ class _Builder:
         for order in drafts:
             if order.modality in ("venous-duplex", "d-dimer"):
                 signs.append(Evidence(order.reference, f"Draft order: {order.label}", self.today, order.side))
-        return signs, warmth, swelling
+        return _once(signs), _once(warmth), _once(swelling)
 
     def _wells_items(self, current, history, findings) -> list[WellsItem]:
         items: list[WellsItem] = []
@@ -823,6 +823,12 @@ class _Builder:
 
 _MODALITIES = (("xray", "knee-xray"), ("mri", "knee-mri"), ("us-knee", "knee-us"), ("venous-duplex", "venous-duplex"))
 _SURGERY_WORDS = re.compile(r"\b(?:surgery|surgical|\w+ectomy|\w+otomy|\w+plasty|repair|fixation|arthroscop\w*)\b", re.I)
+
+
+def _once(evidence: list[Evidence]) -> list[Evidence]:
+    """Each resource once: one exam note can be both a leg sign and calf warmth, but it is one datum."""
+    seen: set[str] = set()
+    return [e for e in evidence if not (e.reference in seen or seen.add(e.reference))]
 
 
 def modality_of(concepts: frozenset[str]) -> str | None:

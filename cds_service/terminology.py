@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 SNOMED = "http://snomed.info/sct"
@@ -22,6 +21,8 @@ CPT = "http://www.ama-assn.org/go/cpt"
 PKP_FINDING = "http://example.org/fhir/CodeSystem/pkp-finding"
 
 TEXT_CAP = 10_000  # G-10: each text element is read up to its first 10,000 characters
+_CACHE_ENTRIES = 20_000
+_CACHED_TEXT_LENGTH = 2_000
 
 _NEGATION = re.compile(
     r"\b(?:no|not|non|never|denies|denied|deny|without|negative for|absent|absence of|free of|nil|ruled out)\b", re.I)
@@ -234,17 +235,32 @@ class Terminology:
         alternatives = [p.pattern for p, _ in self._patterns.values()]
         alternatives += [g.pattern for rule, _ in self._clause_rules for g in rule.groups]
         self._any = re.compile("|".join(f"(?:{a})" for a in alternatives), re.I) if alternatives else None
-        self.code_concepts = lru_cache(maxsize=65_536)(self._code_concepts)
-        self._cached_text_concepts = lru_cache(maxsize=16_384)(self._text_concepts)
+        # Plain dicts, emptied when full: a lookup runs for every resource of every call, and a dict lookup
+        # costs a sixth of an lru_cache call.
+        self._by_code: dict[tuple[str, str], frozenset[str]] = {}
+        self._by_text: dict[str, frozenset[str]] = {}
 
-    def _code_concepts(self, system: str, code: str) -> frozenset[str]:
-        return frozenset(name for name, vs in self.value_sets.items() if vs.has_code(system, code))
+    def code_concepts(self, system: str, code: str) -> frozenset[str]:
+        """Value sets a code belongs to."""
+        key = (system, code)
+        found = self._by_code.get(key)
+        if found is None:
+            if len(self._by_code) >= _CACHE_ENTRIES:
+                self._by_code.clear()
+            found = self._by_code[key] = frozenset(
+                name for name, vs in self.value_sets.items() if vs.has_code(system, code))
+        return found
 
     def text_concepts(self, text: str) -> frozenset[str]:
         """Value sets whose text patterns or clause rules the text affirms (G-10)."""
-        if len(text) <= 2_000:
-            return self._cached_text_concepts(text)
-        return self._text_concepts(text)
+        found = self._by_text.get(text)
+        if found is None:
+            found = self._text_concepts(text)
+            if len(text) <= _CACHED_TEXT_LENGTH:  # long text is rarely seen twice and would fill the cache
+                if len(self._by_text) >= _CACHE_ENTRIES:
+                    self._by_text.clear()
+                self._by_text[text] = found
+        return found
 
     def _text_concepts(self, text: str) -> frozenset[str]:
         if self._any is None or self._any.search(text) is None:

@@ -10,9 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fhir.resources.R4B.operationoutcome import OperationOutcome
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cds_service import create_app
-from cds_service.validation import Validators, load_schema
+from cds_service.validation import Validators, load_schema, plausible_prefetch_value
 
 from .conftest import ARTIFACTS, load_json, service_for
 
@@ -226,3 +228,32 @@ def test_schemas_in_the_package_are_valid_draft_2020_12():
     folder = Path(__file__).resolve().parent.parent / "cds_service" / "schemas"
     for path in folder.glob("*.json"):
         Draft202012Validator.check_schema(load_json(path))
+
+
+# --- prefetch values: the fast check agrees with the schema -----------------------------------------
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     max_leaves=8)
+_PREFETCH_VALUE = Validators.load().prefetch_value
+
+
+@given(st.one_of(_JSON, st.fixed_dictionaries({"resourceType": st.one_of(
+    st.sampled_from(["Bundle", "Patient", "OperationOutcome", "bundle", "B", "Bundle1", " Bundle", "Bundle\n"]),
+    st.text(max_size=12), st.integers())}, optional={"entry": _JSON})))
+def test_the_fast_prefetch_check_accepts_only_what_the_schema_accepts(value):
+    if plausible_prefetch_value(value):
+        assert _PREFETCH_VALUE.is_valid(value)
+
+
+@pytest.mark.parametrize(("value", "path"), [
+    ([1, 2], "prefetch.conditions"),
+    ({"entry": []}, "prefetch.conditions.resourceType"),
+    ({"resourceType": "bundle"}, "prefetch.conditions.resourceType"),
+])
+def test_a_malformed_prefetch_value_is_a_400_naming_its_key(client, value, path):
+    body = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+            "context": {"userId": "Practitioner/1", "patientId": "p"}, "prefetch": {"conditions": value}}
+    response = client.post("/cds-services/posterior-knee-pain", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["issue"][0]["expression"] == [path]
