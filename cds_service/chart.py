@@ -53,7 +53,7 @@ class Rejected:
         return {"reference": self.reference, "reason": self.reason}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChartEntry:
     """One resource a rule reads: its validated model and what the index read from it."""
 
@@ -87,7 +87,7 @@ class ChartIndex:
         return {r.resource_type for r in self.rejected}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
     position: int
     reference: str
