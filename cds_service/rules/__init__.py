@@ -1,0 +1,12 @@
+"""Rules step: pure functions of the facts. Why did a card fire? The answer is in this package, one module per domain.
+
+Rule ids are those of shared/clinical/rules.md. Each rule returns ``Finding``s naming the card definition
+(cards/cards.toml), the evidence behind it, and what to suggest; ``select`` applies the card contract.
+"""
+
+from __future__ import annotations
+
+from .base import Finding, Suggest, WellsResult
+from .select import evaluate
+
+__all__ = ["Finding", "Suggest", "WellsResult", "evaluate"]

@@ -1,0 +1,132 @@
+"""The rules' shared vocabulary: what a rule returns (Finding, Suggest, WellsResult), the thresholds more than one
+rule uses, and the helpers every domain needs (same side, recency windows, evidence lines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+from ..facts import DraftOrder, Evidence, PatientFacts, WellsItem
+
+CHRONIC_WEEKS = 6  # §3 "Chronic": AAFP's 6 weeks (ACR's ≈3 months is UNRESOLVED)
+XRAY_LOOKBACK_DAYS = 365  # K-05/K-07: 12-month look-back (UNRESOLVED design choice)
+INJURY_LOOKBACK_DAYS = 42  # K-07: no knee injury in the last 6 weeks
+ACUTE_DAYS = 7  # Ottawa: injury within 7 days
+PITTSBURGH_DAYS = 6  # Pittsburgh: not applicable more than 6 days after injury
+ACR_MIN_AGE = 5
+YOUNG_AGE = 40  # K-09 "young" (UNVERIFIED heuristic threshold in rules.md §6)
+ADULT_AGE = 18
+WELLS_ORDER = ("active-cancer", "paralysis-or-immobilisation", "bedridden-or-major-surgery", "deep-vein-tenderness",
+               "entire-leg-swollen", "calf-swelling-3cm", "pitting-oedema", "collateral-superficial-veins",
+               "previous-dvt", "alternative-diagnosis")
+ALL_TYPES = frozenset({"Patient", "Condition", "Observation", "Procedure", "MedicationRequest", "Encounter",
+                       "DiagnosticReport"})
+
+
+@dataclass(frozen=True)
+class Suggest:
+    """An orderable the card offers: create it, and on order hooks maybe remove the draft it replaces."""
+
+    orderable: str  # xray-standing | xray-trauma | mri | us-knee | us-popliteal-artery | venous-duplex | d-dimer
+    label: str  # key into the card definition's suggestion_labels
+    replaces: DraftOrder | None = None
+    recommended: bool = True
+
+
+@dataclass(frozen=True)
+class WellsResult:
+    score: int
+    leg: str
+    items: tuple[WellsItem, ...]
+
+    @property
+    def likely(self) -> bool:
+        return self.score >= 2  # W-11: two-level Wells, likely >= 2
+
+    @property
+    def criteria(self) -> list[str]:
+        present = {i.criterion for i in self.items}
+        return [c for c in WELLS_ORDER if c in present]
+
+    def extension(self) -> dict:
+        return {"score": self.score, "likely": self.likely, "leg": self.leg, "criteria": self.criteria}
+
+    def lines(self) -> list[str]:
+        out = [f"**Two-level Wells score: {self.score}** ({'DVT likely' if self.likely else 'DVT unlikely'}; "
+               f"{self.leg} leg)"]
+        for item in sorted(self.items, key=lambda i: WELLS_ORDER.index(i.criterion)):
+            sign = "+" if item.points > 0 else ""
+            out.append(f"- {item.rule} {item.criterion} ({sign}{item.points}): {item.evidence.line()}")
+        if not self.items:
+            out.append("- no Wells criterion found in the record")
+        return out
+
+
+@dataclass(frozen=True)
+class Finding:
+    card_id: str
+    rules: tuple[str, ...]
+    evidence: tuple[str, ...]
+    side: str = "unknown"
+    reads: frozenset[str] = ALL_TYPES
+    order: DraftOrder | None = None
+    reasons: tuple[str, ...] = ()
+    suggestions: tuple[Suggest, ...] = ()
+    wells: WellsResult | None = None
+    indicator: str | None = None  # overrides the definition's (escalation, locked knee)
+    extra: tuple[str, ...] = field(default=())  # more markdown paragraphs for the detail
+
+
+def same_side(a: str, b: str) -> bool:
+    # Unknown laterality counts as the same side (rules.md G-06, conservative).
+    return "unknown" in (a, b) or "both" in (a, b) or a == b
+
+
+def lines_of(prefix: str, evidence: Iterable[Evidence]) -> tuple[str, ...]:
+    return tuple(f"- {prefix}: {e.line()}" for e in evidence)
+
+
+def condition_refs(evidence: Iterable[Evidence]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(e.reference for e in evidence if e.reference.startswith("Condition/")))
+
+
+def within(facts: PatientFacts, when: date | None, days: int) -> bool:
+    return when is not None and 0 <= (facts.today - when).days <= days
+
+
+def acute_injuries(facts: PatientFacts, days: int = ACUTE_DAYS) -> tuple[Evidence, ...]:
+    injuries = facts.cond("knee-injury") + facts.cond("ligament-injury")
+    return tuple(e for e in injuries if within(facts, e.when, days))
+
+
+def xrays_of_knee(facts: PatientFacts, side: str, days: int | None = XRAY_LOOKBACK_DAYS):
+    return [i for i in facts.imaging if i.modality == "xray" and same_side(i.evidence.side, side)
+            and (days is None or i.evidence.when is None or (facts.today - i.evidence.when).days <= days)]
+
+
+def is_chronic(facts: PatientFacts) -> bool:
+    weeks = facts.weeks_of_pain()
+    return weeks is not None and weeks >= CHRONIC_WEEKS
+
+
+def pain_lines(facts: PatientFacts) -> tuple[str, ...]:
+    return lines_of("Pain behind the knee", facts.posterior_knee_pain)
+
+
+def chronic_line(facts: PatientFacts) -> str:
+    weeks = int(facts.weeks_of_pain() or 0)
+    return f"- Pain for {weeks} weeks (since {facts.pain_onset.isoformat()}): chronic (6 weeks or more)"
+
+
+def gate_posterior(facts: PatientFacts) -> bool:
+    """G-05: pain behind the knee is on record."""
+    return bool(facts.posterior_knee_pain)
+
+
+def gate_safety(facts: PatientFacts) -> bool:
+    """G-05 safety gate for DVT and limb-threatening red flags: posterior or unlocated knee pain, or
+    leg signs (with knee pain anywhere, and, by the reviewer's recommendation for the UNRESOLVED
+    case, without knee pain too)."""
+    return bool(facts.posterior_knee_pain) or facts.knee_pain_unknown_location or bool(facts.leg_signs)

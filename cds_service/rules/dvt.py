@@ -1,0 +1,204 @@
+"""DVT pathway (rules.md §1 Wells, §2 D-01..D-10, P-01/P-02): which DVT card applies and why.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from ..facts import DDimer, ImagingOnRecord, PatientFacts, WellsItem
+from .base import ADULT_AGE, Finding, Suggest, WellsResult, gate_safety, lines_of, pain_lines, same_side, within
+
+DDIMER_HOURS = 24
+NEGATIVE_SCAN_DAYS = 7  # D-10: a negative venous duplex in the last 7 days
+
+
+def symptomatic_legs(facts: PatientFacts) -> list[str]:
+    sides = {e.side for e in facts.leg_signs}
+    legs = sorted({"left", "right"} & sides) if "both" not in sides else ["left", "right"]
+    if legs:
+        return legs
+    painful = facts.painful_side
+    return ["left", "right"] if painful == "both" else [painful]
+
+
+def wells_score(facts: PatientFacts, leg: str, both_legs: bool = False) -> WellsResult:
+    """Two-level Wells (rules.md §1) for one leg: leg findings of the other leg are not added (G-06)."""
+    chosen: dict[str, WellsItem] = {}
+    for item in facts.wells_items:
+        if item.leg_specific:
+            if leg != "unknown" and item.evidence.side not in (leg, "unknown", "both"):
+                continue
+            if both_legs and item.criterion == "calf-swelling-3cm" and "paired" in item.evidence.label:
+                continue  # G-06: with both legs symptomatic, only an explicit difference finding scores
+        chosen.setdefault(item.criterion, item)
+    score = sum(i.points for i in chosen.values())
+    return WellsResult(score, leg, tuple(chosen.values()))
+
+
+def best_wells(facts: PatientFacts) -> WellsResult:
+    legs = symptomatic_legs(facts)
+    results = [wells_score(facts, leg, both_legs=len(legs) > 1) for leg in legs]
+    return max(results, key=lambda r: r.score)
+
+
+def recent_ddimer(facts: PatientFacts) -> DDimer | None:
+    recent = []
+    for test in facts.d_dimers:
+        at = test.at
+        if isinstance(at, datetime):
+            fresh = timedelta(0) <= facts.now - at <= timedelta(hours=DDIMER_HOURS)
+        else:
+            day = at if isinstance(at, date) else test.evidence.when
+            fresh = day is not None and 0 <= (facts.today - day).days <= 1
+        if fresh:
+            recent.append(test)
+    if not recent:
+        return None
+    return max(recent, key=lambda t: str(t.at))
+
+
+def _recent_negative_scan(facts: PatientFacts, leg: str) -> ImagingOnRecord | None:
+    """D-10: the newest normal venous duplex of the symptomatic leg in the last 7 days."""
+    scans = [i for i in facts.imaging if i.modality == "venous-duplex" and i.result == "normal"
+             and same_side(i.evidence.side, leg) and within(facts, i.evidence.when, NEGATIVE_SCAN_DAYS)]
+    return max(scans, key=lambda i: i.evidence.when or date.min, default=None)
+
+
+def _ddimer_since(facts: PatientFacts, day: date | None) -> DDimer | None:
+    """The newest D-dimer with a readable result taken on or after a day."""
+    tests = [t for t in facts.d_dimers if t.positive is not None and t.evidence.when is not None
+             and day is not None and t.evidence.when >= day]
+    return max(tests, key=lambda t: str(t.at or t.evidence.when), default=None)
+
+
+def _mimic_note(facts: PatientFacts) -> tuple[str, ...]:
+    """D-05: an explaining diagnosis adds a sentence, never suppresses the DVT card."""
+    mimics = facts.cond("bakers-cyst") + facts.cond("calf-strain") + facts.cond("cellulitis-leg") + \
+        facts.cond("hamstring-strain")
+    if not mimics:
+        return ()
+    names = "; ".join(e.line() for e in mimics)
+    return (f"**Another diagnosis is on record ({names})**, but it does not exclude DVT: a ruptured Baker's cyst, "
+            "calf tear or cellulitis can look the same. Follow the DVT pathway above; a venous duplex of the leg "
+            "shows a cyst as well as a clot. (D-05)",)
+
+
+def _risk_lines(facts: PatientFacts) -> tuple[str, ...]:
+    if not facts.risk_factors:
+        return ()
+    lines = ["**VTE risk factors on record:**"]
+    seen = set()
+    for rule, label, evidence in facts.risk_factors:
+        key = (rule, evidence.reference)
+        if key not in seen:
+            seen.add(key)
+            lines.append(f"- {rule} {label}: {evidence.line()}")
+    if facts.age is not None and facts.age > 40:
+        lines.append(f"- R-09 Age {facts.age} (over 40: weak factor, shown only)")
+    return ("\n".join(lines),)
+
+
+def _ddimer_note(facts: PatientFacts) -> tuple[str, ...]:
+    if facts.age is not None and facts.age > 50:
+        return (f"NICE NG158 suggests considering an age-adjusted D-dimer threshold over 50 (commonly age × 10 µg/L "
+                f"FEU, here {facts.age * 10} µg/L FEU). The service shows this but does not apply it: use the "
+                "laboratory's own cut-off unless your local protocol says otherwise. (D-03)",)
+    return ()
+
+
+def dvt_findings(facts: PatientFacts) -> list[Finding]:
+    """Every DVT rule that applies, most urgent first (D-01 > P-01/P-02/D-09 > D-02 > D-03 > D-04/D-08)."""
+    if not gate_safety(facts):
+        return []
+    out: list[Finding] = []
+    side = symptomatic_legs(facts)
+    leg = "both" if len(side) > 1 else side[0]
+    adult = facts.age is None or facts.age >= ADULT_AGE
+    signs = lines_of("Leg sign", facts.leg_signs)
+    wells = best_wells(facts) if facts.leg_signs and adult and not facts.pregnant else None
+    notes = _mimic_note(facts) + _risk_lines(facts)
+    duplex = Suggest("venous-duplex", "duplex")
+    d_dimer = recent_ddimer(facts)
+
+    if facts.calf_warmth and facts.swelling_or_tenderness:  # D-01 (RF-01)
+        lines = lines_of("Calf warmth", facts.calf_warmth) + lines_of("Swelling or tenderness",
+                                                                  facts.swelling_or_tenderness)
+        extra = notes
+        if facts.pregnant or facts.postpartum:
+            extra = ("**Pregnant or postpartum:** give therapeutic low-molecular-weight heparin until DVT is "
+                     "excluded unless contraindicated; D-dimer is not useful in pregnancy. (P-01)",) + extra
+        out.append(Finding("dvt-urgent", ("D-01", "RF-01"), lines, leg, suggestions=(duplex,), wells=wells,
+                           extra=extra))
+    if facts.leg_signs:
+        if facts.pregnant:  # P-01
+            out.append(Finding("dvt-pregnancy", ("P-01",), lines_of("Pregnancy", facts.pregnant) + signs, leg,
+                               suggestions=(duplex,), extra=notes))
+        if facts.postpartum:  # P-02
+            out.append(Finding("dvt-postpartum", ("P-02",), lines_of("Postpartum", facts.postpartum) + signs, leg,
+                               suggestions=(duplex,), wells=wells, extra=notes))
+        if facts.age is not None and facts.age < ADULT_AGE:  # D-09
+            out.append(Finding("dvt-under-18", ("D-09",), (f"- Age {facts.age} (under 18)",) + signs, leg,
+                               suggestions=(duplex,), extra=notes))
+        if adult and not facts.pregnant and not facts.postpartum and wells is not None:
+            if facts.recent_dvt:  # D-08: do not re-run the diagnostic pathway
+                out.append(_known_dvt(facts, signs, notes))
+            elif wells.likely and (scan := _recent_negative_scan(facts, wells.leg)) is not None:  # D-02 + D-10
+                out.append(_after_negative_scan(facts, scan, signs, wells, notes))
+            elif wells.likely:  # D-02
+                out.append(Finding("dvt-likely", ("D-02",), signs, wells.leg, suggestions=(duplex,), wells=wells,
+                                   extra=notes))
+            elif d_dimer is not None and d_dimer.positive:  # D-03 with a positive D-dimer on record
+                out.append(Finding("dvt-unlikely-positive-d-dimer", ("D-03",),
+                                   signs + lines_of("Positive D-dimer (last 24 h)", [d_dimer.evidence]), wells.leg,
+                                   suggestions=(duplex,), wells=wells, extra=notes))
+            elif d_dimer is not None and d_dimer.positive is False:  # D-03 completed: Wells <= 1, D-dimer negative
+                out.append(Finding("dvt-unlikely-negative-d-dimer", ("D-03",),
+                                   signs + lines_of("Negative D-dimer (last 24 h)", [d_dimer.evidence]), wells.leg,
+                                   wells=wells, extra=notes + _ddimer_note(facts)))
+            else:  # D-03
+                lines = signs
+                if d_dimer is not None:  # a result whose sign cannot be read: ask for a readable one
+                    lines += lines_of("D-dimer (last 24 h), result not interpretable", [d_dimer.evidence])
+                scan = _recent_negative_scan(facts, wells.leg)  # D-10 under D-03: named, the D-dimer advice stands
+                rule_ids = ("D-03", "D-10") if scan else ("D-03",)
+                lines += lines_of("Negative leg vein scan (last 7 days)", [scan.evidence]) if scan else ()
+                out.append(Finding("dvt-unlikely", rule_ids, lines, wells.leg, suggestions=(Suggest("d-dimer", "d-dimer"),),
+                                   wells=wells, extra=notes + _ddimer_note(facts)))
+    elif facts.posterior_knee_pain or facts.knee_pain_unknown_location:
+        if facts.recent_dvt:  # D-08
+            out.append(_known_dvt(facts, (), notes))
+        else:
+            readable = {i.criterion: i for i in facts.wells_items if i.rule in ("W-01", "W-02", "W-03", "W-09")}
+            if any(rule != "R-09" for rule, _, _ in facts.risk_factors):  # D-04 (age alone never triggers)
+                partial = sum(i.points for i in readable.values())
+                lines = pain_lines(facts) or lines_of("Knee pain", [k.evidence for k in facts.knee_pain])
+                if partial >= 2:
+                    points = [f"- {i.rule} {i.criterion} (+1): {i.evidence.line()}" for i in readable.values()]
+                    out.append(Finding("dvt-risk-factors-escalated", ("D-04",), lines, facts.painful_side,
+                                       indicator="warning",
+                                       extra=("**Wells items already in the record: " + str(partial) + " points**\n"
+                                              + "\n".join(points),) + _risk_lines(facts)))
+                else:
+                    out.append(Finding("dvt-risk-factors", ("D-04",), lines, facts.painful_side,
+                                       extra=_risk_lines(facts)))
+    return out
+
+
+def _after_negative_scan(facts: PatientFacts, scan: ImagingOnRecord, signs: tuple[str, ...], wells: WellsResult,
+                         notes: tuple[str, ...]) -> Finding:
+    """D-10 under D-02 (NG158 1.1.4-1.1.5): after a negative scan, the D-dimer decides; never a second scan at once."""
+    lines = signs + lines_of("Negative leg vein scan (last 7 days)", [scan.evidence])
+    test = _ddimer_since(facts, scan.evidence.when)
+    if test is None:
+        return Finding("dvt-likely-after-negative-scan", ("D-02", "D-10"), lines, wells.leg,
+                       suggestions=(Suggest("d-dimer", "d-dimer"),), wells=wells, extra=notes + _ddimer_note(facts))
+    lines += lines_of("D-dimer since the scan", [test.evidence])
+    if test.positive:
+        return Finding("dvt-likely-repeat-scan", ("D-02", "D-10"), lines, wells.leg,
+                       suggestions=(Suggest("venous-duplex", "duplex"),), wells=wells, extra=notes)
+    return Finding("dvt-excluded-after-negative-scan", ("D-02", "D-10"), lines, wells.leg, wells=wells, extra=notes)
+
+
+def _known_dvt(facts: PatientFacts, signs: tuple[str, ...], notes: tuple[str, ...]) -> Finding:
+    return Finding("dvt-known", ("D-08",), lines_of("Known recent DVT or anticoagulation", facts.recent_dvt) + signs,
+                   facts.painful_side, extra=notes)

@@ -1,0 +1,72 @@
+"""Card selection (card-contract.md): one DVT card, the most urgent; one red-flag card; one imaging card per
+modality; one card per other topic; on the order hooks, one appropriateness card per draft order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..facts import PatientFacts
+from .base import Finding, gate_posterior
+from .causes import assessment, differential, referred_pain
+from .dvt import dvt_findings
+from .imaging import chronic_imaging, cyst_and_vessel_imaging, mechanical_imaging, strain_imaging, trauma_imaging
+from .orders import order_findings
+from .red_flags import red_flags
+
+DVT_PRECEDENCE = ("dvt-urgent", "dvt-pregnancy", "dvt-postpartum", "dvt-under-18", "dvt-likely",
+                  "dvt-likely-repeat-scan", "dvt-likely-after-negative-scan", "dvt-unlikely-positive-d-dimer",
+                  "dvt-unlikely", "dvt-excluded-after-negative-scan", "dvt-unlikely-negative-d-dimer", "dvt-known",
+                  "dvt-risk-factors-escalated", "dvt-risk-factors")
+
+
+def _dvt_in_force(candidates: list[Finding]) -> Finding | None:
+    if not candidates:
+        return None
+    ranked = sorted(candidates, key=lambda f: DVT_PRECEDENCE.index(f.card_id))
+    chosen = ranked[0]
+    others = ranked[1:]
+    if others:
+        also = ["**Also applies (shown here, not as separate cards):**"]
+        for other in others:
+            also.append(f"- {', '.join(other.rules)}: " + "; ".join(line.lstrip("- ") for line in other.evidence[:3]))
+        chosen = replace(chosen, extra=chosen.extra + ("\n".join(also),))
+    return chosen
+
+
+def evaluate(facts: PatientFacts, hook: str, modality_of: dict[str, str]) -> list[Finding]:
+    """All findings for a hook, after the contract's selection.
+
+    ``modality_of`` maps each imaging card id to its modality (from cards.toml), so that only one
+    imaging card per modality is kept.
+    """
+    dvt = _dvt_in_force(dvt_findings(facts))
+    flags = red_flags(facts)
+    if hook == "patient-view":
+        findings: list[Finding] = []
+        if dvt is not None:
+            findings.append(dvt)
+        findings += flags
+        if gate_posterior(facts):
+            imaging = trauma_imaging(facts) + cyst_and_vessel_imaging(facts) + mechanical_imaging(facts) + \
+                chronic_imaging(facts) + strain_imaging(facts)
+            seen_modalities: set[str] = set()
+            for finding in imaging:
+                modality = modality_of[finding.card_id]
+                if modality not in seen_modalities:
+                    seen_modalities.add(modality)
+                    findings.append(finding)
+            findings += referred_pain(facts) + differential(facts) + assessment(facts)
+        return findings
+    # Order hooks: appropriateness per draft order; the DVT card when a DVT test is being ordered or
+    # the calf is hot and swollen (D-06); red flags are never suppressed.
+    findings = order_findings(facts, dvt, red_flag=bool(flags))
+    ordering_dvt_test = any(o.modality in ("venous-duplex", "d-dimer") for o in facts.draft_orders)
+    if dvt is not None and (ordering_dvt_test or dvt.card_id == "dvt-urgent"):
+        if ordering_dvt_test and dvt.card_id in ("dvt-urgent", "dvt-likely", "dvt-pregnancy", "dvt-postpartum",
+                                                 "dvt-under-18", "dvt-unlikely-positive-d-dimer",
+                                                 "dvt-likely-repeat-scan"):
+            dvt = replace(dvt, extra=("**The venous duplex being ordered is the right test** (D-06): ask for the "
+                                      "result within 4 hours.",) + dvt.extra)
+        findings.insert(0, dvt)
+    return findings + flags
