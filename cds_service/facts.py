@@ -92,13 +92,27 @@ class Evidence:
 
 @dataclass(frozen=True)
 class WellsItem:
-    """A positive Wells criterion (rules.md §1) and what proved it."""
+    """A Wells criterion (rules.md §1) present in the record, and what proved it; its points are the rules'."""
 
-    rule: str
     criterion: str
-    points: int
     evidence: Evidence
     leg_specific: bool = False  # scored for the symptomatic leg only (G-06)
+    paired: bool = False  # a calf difference computed from paired right and left measurements (W-06)
+
+
+@dataclass(frozen=True)
+class RiskFactor:
+    """A VTE risk factor (rules.md R-01..R-08) in the record; R-02 and R-03 are the Wells items' own."""
+
+    # obesity | long-haul-travel | pregnancy | postpartum | postpartum-late | oestrogen | previous-vte | thrombophilia
+    kind: str
+    evidence: Evidence
+
+
+@dataclass(frozen=True)
+class PainScore:
+    evidence: Evidence
+    score: float  # 0-10
 
 
 @dataclass(frozen=True)
@@ -147,14 +161,14 @@ class PatientFacts:
     pregnant: tuple[Evidence, ...]
     postpartum: tuple[Evidence, ...]
     postpartum_late: tuple[Evidence, ...]  # 6-12 weeks: raised risk, shown only
-    risk_factors: tuple[tuple[str, str, Evidence], ...]  # (rule id, label, evidence)
+    risk_factors: tuple[RiskFactor, ...]
     recent_dvt: tuple[Evidence, ...]
     anticoagulation: tuple[Evidence, ...]
     d_dimers: tuple[DDimer, ...]
     conditions: dict[str, tuple[Evidence, ...]]  # current (G-01) by value set name
     findings: dict[str, tuple[Evidence, ...]]  # positive pkp-finding observations by code
     injury_mechanism: str | None
-    pain_score: Evidence | None
+    pain_score: PainScore | None
     fever: tuple[Evidence, ...]
     prior_knee_surgery: tuple[Evidence, ...]
     imaging: tuple[ImagingOnRecord, ...]
@@ -271,7 +285,7 @@ class _Builder:
         wells = self._wells_items(current, history, findings)
         anticoagulation, for_dvt = self._anticoagulation(current)
         recent_dvt = self._recent_dvt(history, anticoagulation, for_dvt, leg_signs)
-        risk = self._risk_factors(current, history, findings, pregnant, postpartum, postpartum_late, age, wells)
+        risk = self._risk_factors(current, history, findings, pregnant, postpartum, postpartum_late, age)
         return PatientFacts(
             today=self.today,
             now=self.now,
@@ -502,42 +516,42 @@ class _Builder:
     def _wells_items(self, current, history, findings) -> list[WellsItem]:
         items: list[WellsItem] = []
 
-        def add(rule: str, criterion: str, points: int, evidence: Evidence, leg: bool = False) -> None:
-            items.append(WellsItem(rule, criterion, points, evidence, leg))
+        def add(criterion: str, evidence: Evidence, leg: bool = False) -> None:
+            items.append(WellsItem(criterion, evidence, leg))
 
         # W-01 active cancer: active malignancy, treatment within 6 months, or palliative care.
         for evidence in current.get("malignancy", ()):
-            add("W-01", "active-cancer", 1, evidence)
+            add("active-cancer", evidence)
         for evidence in history.get("cancer-treatment", ()) + current.get("palliative", ()):
             if evidence.when is None or self.within(evidence.when, CANCER_TREATMENT_DAYS):
-                add("W-01", "active-cancer", 1, evidence)
+                add("active-cancer", evidence)
         for entry in self.of("Procedure"):
             if entry.resource.status in ("completed", "in-progress") and "cancer-treatment" in entry.concepts \
                     and self.within(entry.recent, CANCER_TREATMENT_DAYS):
-                add("W-01", "active-cancer", 1, self.ev(entry))
+                add("active-cancer", self.ev(entry))
         for entry in self.of("Encounter"):
             encounter = entry.resource
             if encounter.status not in ("entered-in-error", "cancelled", "planned") and \
                     "cancer-treatment" in entry.concepts and self.within(entry.recent, CANCER_TREATMENT_DAYS):
                 reasons = list(encounter.reasonCode or []) + list(encounter.type or [])
                 label = next((concept_label(r) for r in reasons if concept_label(r)), None)
-                add("W-01", "active-cancer", 1,
+                add("active-cancer",
                     Evidence(entry.reference, label or "Anticancer treatment encounter", entry.when))
         for entry in self.of("MedicationRequest"):
             request = entry.resource
             if request.status in ("active", "completed") and "cancer-treatment" in entry.concepts \
                     and self.within(entry.when, CANCER_TREATMENT_DAYS, undated=request.status == "active"):
-                add("W-01", "active-cancer", 1, Evidence(entry.reference, _med_label(request), entry.when))
+                add("active-cancer", Evidence(entry.reference, _med_label(request), entry.when))
         # W-02 paralysis, paresis or recent plaster immobilisation.
         for evidence in current.get("leg-paralysis", ()):
-            add("W-02", "paralysis-or-immobilisation", 1, evidence)
+            add("paralysis-or-immobilisation", evidence)
         for entry in self.of("Procedure"):
             if entry.resource.status in ("completed", "in-progress") and \
                     "immobilisation-procedure" in entry.concepts and self.within(entry.recent, IMMOBILISATION_DAYS):
-                add("W-02", "paralysis-or-immobilisation", 1, self.ev(entry))
+                add("paralysis-or-immobilisation", self.ev(entry))
         for evidence in findings.get("leg-immobilisation", ()):
             if self.within(evidence.when, IMMOBILISATION_DAYS, undated=True):
-                add("W-02", "paralysis-or-immobilisation", 1, evidence)
+                add("paralysis-or-immobilisation", evidence)
         # W-03 bedridden >= 3 days or major surgery within 12 weeks.
         for entry in self.of("Procedure"):
             if entry.resource.status != "completed" or modality_of(entry.concepts) is not None:
@@ -545,29 +559,29 @@ class _Builder:
             if "immobilisation-procedure" in entry.concepts and not _SURGERY_WORDS.search(label_of(entry.resource)):
                 continue  # a cast is W-02, unless it was part of an operation
             if self._is_surgery(entry) and entry.recent is not None and self.within(entry.recent, WELLS_SURGERY_DAYS):
-                add("W-03", "bedridden-or-major-surgery", 1,
+                add("bedridden-or-major-surgery",
                     self.ev(entry, value=f"{(self.today - entry.recent).days} days ago"))
         for evidence in history.get("recent-knee-arthroplasty", ()):
             if self.within(evidence.when, WELLS_SURGERY_DAYS):
-                add("W-03", "bedridden-or-major-surgery", 1, evidence)
+                add("bedridden-or-major-surgery", evidence)
         for evidence in current.get("bedridden", ()):
             if self.within(evidence.when, BEDRIDDEN_DAYS, undated=True):
-                add("W-03", "bedridden-or-major-surgery", 1, evidence)
+                add("bedridden-or-major-surgery", evidence)
         for entry in self.of("Encounter"):
             if self._long_inpatient_stay(entry.resource):
                 period = entry.resource.period
-                add("W-03", "bedridden-or-major-surgery", 1,
+                add("bedridden-or-major-surgery",
                     Evidence(entry.reference, "Inpatient stay of 3 days or more", to_date(period.end)))
         # W-04..W-08 examination findings (symptomatic leg only).
-        for code, rule, criterion in (
-            ("deep-vein-tenderness", "W-04", "deep-vein-tenderness"),
-            ("entire-leg-swollen", "W-05", "entire-leg-swollen"),
-            ("pitting-oedema-symptomatic-leg", "W-07", "pitting-oedema"),
-            ("collateral-superficial-veins", "W-08", "collateral-superficial-veins"),
+        for code, criterion in (
+            ("deep-vein-tenderness", "deep-vein-tenderness"),
+            ("entire-leg-swollen", "entire-leg-swollen"),
+            ("pitting-oedema-symptomatic-leg", "pitting-oedema"),
+            ("collateral-superficial-veins", "collateral-superficial-veins"),
         ):
             for evidence in findings.get(code, ()):
                 if self.within(evidence.when, EXAM_DAYS, undated=True):
-                    add(rule, criterion, 1, evidence, leg=True)
+                    add(criterion, evidence, leg=True)
         for entry in self.live_observations():
             observation = entry.resource
             if not self.within(entry.recent, EXAM_DAYS, undated=True):
@@ -575,26 +589,26 @@ class _Builder:
             if finding_code(observation) is None and "80068009" in {c.code for c in codings(observation.code)} \
                     and any(_LOWER_LIMB in {c.code for c in codings(s)} for s in body_sites(observation)) \
                     and observation_positive(observation):
-                add("W-05", "entire-leg-swollen", 1, self.ev(entry), leg=True)
+                add("entire-leg-swollen", self.ev(entry), leg=True)
             if finding_code(observation) == "calf-circumference-difference":
                 cm = quantity_in(observation.valueQuantity, "cm")
                 if cm is not None and cm >= 3.0:  # NICE: "at least 3 cm"
-                    add("W-06", "calf-swelling-3cm", 1, self.ev(entry, value=f"{cm:.1f} cm"), leg=True)
+                    add("calf-swelling-3cm", self.ev(entry, value=f"{cm:.1f} cm"), leg=True)
         items += self._paired_calf_measurements()
         for entry in self.conditions():
             condition = entry.resource
             if condition_is_current(condition) and "80068009" in {c.code for c in codings(condition.code)} and any(
                     _LOWER_LIMB in {c.code for c in codings(s)} for s in body_sites(condition)) \
                     and self.within(entry.recent, LEG_SIGN_DAYS, undated=True):
-                add("W-05", "entire-leg-swollen", 1, self.ev(entry), leg=True)
+                add("entire-leg-swollen", self.ev(entry), leg=True)
         # W-09 previously documented DVT (confirmed; any clinical status).
         for concept in ("dvt", "dvt-upper-limb", "history-of-dvt"):
             for evidence in history.get(concept, ()):
                 if not evidence.suspected:
-                    add("W-09", "previous-dvt", 1, evidence)
+                    add("previous-dvt", evidence)
         # W-10 alternative diagnosis at least as likely: only when the clinician recorded it.
         for evidence in findings.get("wells-alternative-diagnosis", ()):
-            add("W-10", "alternative-diagnosis", -2, evidence)
+            add("alternative-diagnosis", evidence)
         return items
 
     def _paired_calf_measurements(self) -> list[WellsItem]:
@@ -615,7 +629,7 @@ class _Builder:
                 if cm >= 3.0:
                     evidence = Evidence(entry.reference, "Calf circumference difference (paired measurements)", when,
                                         bigger, f"{cm:.1f} cm")
-                    items.append(WellsItem("W-06", "calf-swelling-3cm", 1, evidence, True))
+                    items.append(WellsItem("calf-swelling-3cm", evidence, leg_specific=True, paired=True))
         return items
 
     def _is_surgery(self, entry: ChartEntry) -> bool:
@@ -723,7 +737,7 @@ class _Builder:
                     return value.strip().lower()
         return None
 
-    def _pain_score(self) -> Evidence | None:
+    def _pain_score(self) -> PainScore | None:
         scores = []
         for entry in self.live_observations():
             if "pain-score" in entry.concepts:
@@ -735,7 +749,7 @@ class _Builder:
         if not scores:
             return None
         _, value, entry = max(scores, key=lambda s: s[0])
-        return self.ev(entry, value=f"{value:g}/10")
+        return PainScore(self.ev(entry, value=f"{value:g}/10"), value)
 
     def _fever(self, current) -> list[Evidence]:
         out = [e for e in current.get("fever", ()) if self.within(e.when, 2, undated=True)]
@@ -762,39 +776,26 @@ class _Builder:
                 out.append(self.ev(entry))
         return out
 
-    def _risk_factors(self, current, history, findings, pregnant, postpartum, late, age, wells):
-        risks: list[tuple[str, str, Evidence]] = []
+    def _risk_factors(self, current, history, findings, pregnant, postpartum, late, age) -> list[RiskFactor]:
+        """R-01, R-04..R-08 (R-02 and R-03 are the Wells items active cancer and surgery or immobility)."""
+        risks: list[RiskFactor] = []
         bmi = self._bmi()
         if bmi is not None and bmi[0] >= 30.0 and (age is None or age >= 18):
-            risks.append(("R-01", "Obesity", bmi[1]))
-        for evidence in current.get("obesity", ()):
-            risks.append(("R-01", "Obesity", evidence))
-        for item in wells:
-            if item.rule == "W-01":
-                risks.append(("R-02", "Active cancer", item.evidence))
-            elif item.rule == "W-03":
-                risks.append(("R-03", "Recent surgery, hospital stay or immobility", item.evidence))
-        for evidence in findings.get("long-haul-travel", ()):
-            if self.within(evidence.when, TRAVEL_DAYS):
-                risks.append(("R-04", "Long-haul travel (more than 4 hours seated)", evidence))
-        for evidence in pregnant:
-            risks.append(("R-05", "Pregnancy", evidence))
-        for evidence in postpartum:
-            risks.append(("R-05", "Postpartum (6 weeks or less)", evidence))
-        for evidence in late:
-            risks.append(("R-05", "Postpartum 6-12 weeks (risk still raised)", evidence))
+            risks.append(RiskFactor("obesity", bmi[1]))
+        risks += [RiskFactor("obesity", e) for e in current.get("obesity", ())]
+        risks += [RiskFactor("long-haul-travel", e) for e in findings.get("long-haul-travel", ())
+                  if self.within(e.when, TRAVEL_DAYS)]
+        risks += [RiskFactor("pregnancy", e) for e in pregnant]
+        risks += [RiskFactor("postpartum", e) for e in postpartum]
+        risks += [RiskFactor("postpartum-late", e) for e in late]
         oestrogen = list(current.get("oestrogen", ()))
         for entry in self.of("MedicationRequest"):
             if entry.resource.status == "active" and "oestrogen" in entry.concepts:
                 oestrogen.append(Evidence(entry.reference, _med_label(entry.resource), entry.when))
-        for evidence in oestrogen:
-            risks.append(("R-06", "Oestrogen-containing contraception or HRT", evidence))
+        risks += [RiskFactor("oestrogen", e) for e in oestrogen]
         for concept in ("dvt", "dvt-upper-limb", "history-of-dvt", "pe"):
-            for evidence in history.get(concept, ()):
-                if not evidence.suspected:
-                    risks.append(("R-07", "Previous venous thromboembolism", evidence))
-        for evidence in current.get("thrombophilia", ()):
-            risks.append(("R-08", "Thrombophilia", evidence))
+            risks += [RiskFactor("previous-vte", e) for e in history.get(concept, ()) if not e.suspected]
+        risks += [RiskFactor("thrombophilia", e) for e in current.get("thrombophilia", ())]
         return risks
 
     def _bmi(self) -> tuple[float, Evidence] | None:

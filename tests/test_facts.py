@@ -83,7 +83,7 @@ def _obs(code: str, value: float, unit: str, day: str = "2026-11-01") -> dict:
 
 def test_bmi_is_computed_from_metric_weight_and_height_and_rounded():
     facts = _facts(_obs("29463-7", 86.7, "kg"), _obs("8302-2", 170, "cm"))  # 30.0 after rounding
-    assert [r for r, _, _ in facts.risk_factors] == ["R-01"]
+    assert [r.kind for r in facts.risk_factors] == ["obesity"]
 
 
 def test_the_latest_bmi_wins():

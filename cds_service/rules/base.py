@@ -18,9 +18,29 @@ PITTSBURGH_DAYS = 6  # Pittsburgh: not applicable more than 6 days after injury
 ACR_MIN_AGE = 5
 YOUNG_AGE = 40  # K-09 "young" (UNVERIFIED heuristic threshold in rules.md §6)
 ADULT_AGE = 18
-WELLS_ORDER = ("active-cancer", "paralysis-or-immobilisation", "bedridden-or-major-surgery", "deep-vein-tenderness",
-               "entire-leg-swollen", "calf-swelling-3cm", "pitting-oedema", "collateral-superficial-veins",
-               "previous-dvt", "alternative-diagnosis")
+# Two-level Wells (rules.md §1, NICE NG158 Table 1): criterion -> (rule id, points), in the table's order.
+WELLS_CRITERIA: dict[str, tuple[str, int]] = {
+    "active-cancer": ("W-01", 1),
+    "paralysis-or-immobilisation": ("W-02", 1),
+    "bedridden-or-major-surgery": ("W-03", 1),
+    "deep-vein-tenderness": ("W-04", 1),
+    "entire-leg-swollen": ("W-05", 1),
+    "calf-swelling-3cm": ("W-06", 1),
+    "pitting-oedema": ("W-07", 1),
+    "collateral-superficial-veins": ("W-08", 1),
+    "previous-dvt": ("W-09", 1),
+    "alternative-diagnosis": ("W-10", -2),
+}
+WELLS_ORDER = tuple(WELLS_CRITERIA)
+WELLS_LIKELY = 2  # W-11: two-level Wells, likely >= 2
+
+
+def wells_points(item: WellsItem) -> int:
+    return WELLS_CRITERIA[item.criterion][1]
+
+
+def wells_rule(item: WellsItem) -> str:
+    return WELLS_CRITERIA[item.criterion][0]
 ALL_TYPES = frozenset({"Patient", "Condition", "Observation", "Procedure", "MedicationRequest", "Encounter",
                        "DiagnosticReport"})
 
@@ -43,7 +63,7 @@ class WellsResult:
 
     @property
     def likely(self) -> bool:
-        return self.score >= 2  # W-11: two-level Wells, likely >= 2
+        return self.score >= WELLS_LIKELY
 
     @property
     def criteria(self) -> list[str]:
@@ -57,8 +77,9 @@ class WellsResult:
         out = [f"**Two-level Wells score: {self.score}** ({'DVT likely' if self.likely else 'DVT unlikely'}; "
                f"{self.leg} leg)"]
         for item in sorted(self.items, key=lambda i: WELLS_ORDER.index(i.criterion)):
-            sign = "+" if item.points > 0 else ""
-            out.append(f"- {item.rule} {item.criterion} ({sign}{item.points}): {item.evidence.line()}")
+            points = wells_points(item)
+            out.append(f"- {wells_rule(item)} {item.criterion} ({'+' if points > 0 else ''}{points}): "
+                       f"{item.evidence.line()}")
         if not self.items:
             out.append("- no Wells criterion found in the record")
         return out

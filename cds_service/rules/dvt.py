@@ -5,8 +5,20 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
-from ..facts import DDimer, ImagingOnRecord, PatientFacts, WellsItem
-from .base import ADULT_AGE, Finding, Suggest, WellsResult, gate_safety, lines_of, pain_lines, same_side, within
+from ..facts import DDimer, Evidence, ImagingOnRecord, PatientFacts, WellsItem
+from .base import (
+    ADULT_AGE,
+    Finding,
+    Suggest,
+    WellsResult,
+    gate_safety,
+    lines_of,
+    pain_lines,
+    same_side,
+    wells_points,
+    wells_rule,
+    within,
+)
 
 DDIMER_HOURS = 24
 NEGATIVE_SCAN_DAYS = 7  # D-10: a negative venous duplex in the last 7 days
@@ -28,10 +40,10 @@ def wells_score(facts: PatientFacts, leg: str, both_legs: bool = False) -> Wells
         if item.leg_specific:
             if leg != "unknown" and item.evidence.side not in (leg, "unknown", "both"):
                 continue
-            if both_legs and item.criterion == "calf-swelling-3cm" and "paired" in item.evidence.label:
+            if both_legs and item.paired:
                 continue  # G-06: with both legs symptomatic, only an explicit difference finding scores
         chosen.setdefault(item.criterion, item)
-    score = sum(i.points for i in chosen.values())
+    score = sum(wells_points(i) for i in chosen.values())
     return WellsResult(score, leg, tuple(chosen.values()))
 
 
@@ -83,12 +95,38 @@ def _mimic_note(facts: PatientFacts) -> tuple[str, ...]:
             "shows a cyst as well as a clot. (D-05)",)
 
 
+# VTE risk factors (rules.md R-01..R-08): kind -> (rule id, label). R-02 and R-03 are Wells items' criteria.
+RISK_FACTORS: dict[str, tuple[str, str]] = {
+    "obesity": ("R-01", "Obesity"),
+    "active-cancer": ("R-02", "Active cancer"),
+    "bedridden-or-major-surgery": ("R-03", "Recent surgery, hospital stay or immobility"),
+    "long-haul-travel": ("R-04", "Long-haul travel (more than 4 hours seated)"),
+    "pregnancy": ("R-05", "Pregnancy"),
+    "postpartum": ("R-05", "Postpartum (6 weeks or less)"),
+    "postpartum-late": ("R-05", "Postpartum 6-12 weeks (risk still raised)"),
+    "oestrogen": ("R-06", "Oestrogen-containing contraception or HRT"),
+    "previous-vte": ("R-07", "Previous venous thromboembolism"),
+    "thrombophilia": ("R-08", "Thrombophilia"),
+}
+_HISTORY_CRITERIA = ("active-cancer", "paralysis-or-immobilisation", "bedridden-or-major-surgery", "previous-dvt")
+
+
+def risk_factors(facts: PatientFacts) -> list[tuple[str, str, Evidence]]:
+    """(rule id, label, evidence) of every risk factor on record, obesity first, then the Wells items that are ones."""
+    kinds = [(r.kind, r.evidence) for r in facts.risk_factors if r.kind == "obesity"]
+    kinds += [(i.criterion, i.evidence) for i in facts.wells_items if i.criterion in ("active-cancer",
+                                                                                     "bedridden-or-major-surgery")]
+    kinds += [(r.kind, r.evidence) for r in facts.risk_factors if r.kind != "obesity"]
+    return [(*RISK_FACTORS[kind], evidence) for kind, evidence in kinds]
+
+
 def _risk_lines(facts: PatientFacts) -> tuple[str, ...]:
-    if not facts.risk_factors:
+    risks = risk_factors(facts)
+    if not risks:
         return ()
     lines = ["**VTE risk factors on record:**"]
     seen = set()
-    for rule, label, evidence in facts.risk_factors:
+    for rule, label, evidence in risks:
         key = (rule, evidence.reference)
         if key not in seen:
             seen.add(key)
@@ -168,12 +206,12 @@ def dvt_findings(facts: PatientFacts) -> list[Finding]:
         if facts.recent_dvt:  # D-08
             out.append(_known_dvt(facts, (), notes))
         else:
-            readable = {i.criterion: i for i in facts.wells_items if i.rule in ("W-01", "W-02", "W-03", "W-09")}
-            if any(rule != "R-09" for rule, _, _ in facts.risk_factors):  # D-04 (age alone never triggers)
-                partial = sum(i.points for i in readable.values())
+            readable = {i.criterion: i for i in facts.wells_items if i.criterion in _HISTORY_CRITERIA}
+            if risk_factors(facts):  # D-04 (age alone, R-09, never triggers)
+                partial = sum(wells_points(i) for i in readable.values())
                 lines = pain_lines(facts) or lines_of("Knee pain", [k.evidence for k in facts.knee_pain])
                 if partial >= 2:
-                    points = [f"- {i.rule} {i.criterion} (+1): {i.evidence.line()}" for i in readable.values()]
+                    points = [f"- {wells_rule(i)} {i.criterion} (+1): {i.evidence.line()}" for i in readable.values()]
                     out.append(Finding("dvt-risk-factors-escalated", ("D-04",), lines, facts.painful_side,
                                        indicator="warning",
                                        extra=("**Wells items already in the record: " + str(partial) + " points**\n"

@@ -9,6 +9,9 @@ from .base import ACUTE_DAYS, Finding, acute_injuries, within
 _INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
+SEVERE_PAIN = 7  # RF-02: a pain score of 7/10 or more after trauma
+
+
 def red_flags(facts: PatientFacts) -> list[Finding]:
     flags: list[tuple[str, str, str, tuple[Evidence, ...]]] = []  # (rule, indicator, name, evidence)
     local = bool(facts.posterior_knee_pain) or facts.knee_pain_unknown_location
@@ -16,9 +19,9 @@ def red_flags(facts: PatientFacts) -> list[Finding]:
     if local:
         injuries = acute_injuries(facts)
         severe = []
-        if facts.pain_score is not None and facts.pain_score.value and \
-                float(facts.pain_score.value.split("/")[0]) >= 7 and within(facts, facts.pain_score.when, ACUTE_DAYS):
-            severe.append(facts.pain_score)
+        pain = facts.pain_score
+        if pain is not None and pain.score >= SEVERE_PAIN and within(facts, pain.evidence.when, ACUTE_DAYS):
+            severe.append(pain.evidence)
         severe += [e for e in facts.finding("unable-bear-weight-4-steps") if within(facts, e.when, ACUTE_DAYS)]
         if injuries and severe:
             flags.append(("RF-02", "warning", "Severe pain after a knee injury", injuries + tuple(severe)))
