@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -10,8 +12,9 @@ from datetime import UTC, datetime, tzinfo
 import httpx
 from flask import Flask
 
-from .auth import JwtVerifier, load_issuers
+from .auth import JwtVerifier, load_issuers, make_jwks_pool
 from .cards import CardBuilder
+from .errors import ConfigurationError
 from .fhir_client import FhirClient
 from .knowledge import Knowledge, load_knowledge
 from .registry import ServiceDefinition, resolve_services
@@ -37,9 +40,12 @@ class Runtime:
     zone: tzinfo
     services: tuple[ServiceDefinition, ...]
 
-
-def runtime(app: Flask) -> Runtime:
-    return app.extensions["knee_cds"]
+    def close(self) -> None:
+        """Close this process's pools: FHIR server, JWK Sets, database (at process exit, or a test's teardown)."""
+        self.fhir_client.close()
+        if self.verifier is not None:
+            self.verifier.close()
+        self.store.dispose()
 
 
 def create_app(
@@ -48,6 +54,8 @@ def create_app(
     fhir_transport: httpx.BaseTransport | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> Flask:
+    """The WSGI app. ``fhir_transport`` carries every outbound HTTP call (FHIR server and JWK Sets) and
+    ``clock`` is the one clock (rules' "today", JWT times, feedback stamps); tests inject both."""
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = Flask(__name__)
@@ -62,13 +70,14 @@ def create_app(
     verifier = None
     if settings.auth == "jwt":
         if not settings.trusted_issuers:
-            raise RuntimeError("KNEE_CDS_AUTH=jwt needs KNEE_CDS_TRUSTED_ISSUERS (the trusted-issuer file)")
-        verifier = JwtVerifier(load_issuers(settings.trusted_issuers), claim=store.claim_jti)
+            raise ConfigurationError("KNEE_CDS_AUTH=jwt needs KNEE_CDS_TRUSTED_ISSUERS (the trusted-issuer file)")
+        verifier = JwtVerifier(load_issuers(settings.trusted_issuers), clock=clock,
+                               jwks_pool=make_jwks_pool(fhir_transport), claim=store.claim_jti)
     elif settings.auth != "off":
-        raise RuntimeError(f"KNEE_CDS_AUTH must be 'jwt' or 'off', not {settings.auth!r}")
+        raise ConfigurationError(f"KNEE_CDS_AUTH must be 'jwt' or 'off', not {settings.auth!r}")
     else:
         logging.getLogger(__name__).warning("client authentication is off (KNEE_CDS_AUTH=off): development only")
-    app.extensions["knee_cds"] = Runtime(
+    runtime = app.extensions["knee_cds"] = Runtime(
         settings=settings,
         knowledge=knowledge,
         validators=Validators.load(),
@@ -80,6 +89,7 @@ def create_app(
         zone=settings.zone(),
         services=resolve_services(knowledge.terminology),
     )
+    _close_at_exit(runtime)
 
     from . import discovery, feedback, hooks, http
 
@@ -88,3 +98,16 @@ def create_app(
     app.register_blueprint(hooks.bp)
     app.register_blueprint(feedback.bp)
     return app
+
+
+def _close_at_exit(runtime: Runtime) -> None:
+    # Each gunicorn worker inherits this hook through the fork and closes its own pools when it exits;
+    # the weak reference lets an app that is dropped (tests make many) be collected.
+    ref = weakref.ref(runtime)
+
+    def close() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.close()
+
+    atexit.register(close)

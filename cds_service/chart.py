@@ -20,6 +20,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
+from .errors import KneeCdsError
 from .fhir_dates import clinical_dates, date_of, has_zoneless, with_zones
 from .knowledge import Knowledge
 from .terminology import ICD10CM, PKP_FINDING, SNOMED, TEXT_CAP, Terminology
@@ -39,7 +40,7 @@ _RIGHT_TEXT = re.compile(r"\bright\b|\b(?:r|rt)\.? (?=(?:calf|leg|lower leg|knee
 _LEFT_TEXT = re.compile(r"\bleft\b|\b(?:l|lt)\.? (?=(?:calf|leg|lower leg|knee|thigh|popliteal|foot|ankle)\b)", re.I)
 
 
-class Malformed(ValueError):
+class Malformed(KneeCdsError):
     """An element the index reads has the wrong JSON type: the resource is left out and named."""
 
 

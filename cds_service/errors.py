@@ -1,7 +1,23 @@
-"""A small exception tree; one handler renders each into a FHIR OperationOutcome.
+"""The service's exceptions: one root, and one handler (http.py) that renders the refusals.
 
-Every 4xx/5xx body of the service has this one shape, so EHR integrators can parse errors the
-same way they parse FHIR server errors.
+The tree (as httpx draws its own)::
+
+    KneeCdsError                  anything the service raises on purpose
+    ├── RequestRefused            reaches the client: an HTTP status and an OperationOutcome issue code
+    │   ├── BadRequest              400 invalid        not JSON, or breaks the CDS Hooks request schema
+    │   ├── Unauthorized            401 login          no client JWT, or one this service does not trust
+    │   ├── NotFound                404 not-found      no such CDS service
+    │   ├── PreconditionFailed      412 incomplete     required FHIR data cannot be had (CDS Hooks: 412)
+    │   └── UnsupportedMediaType    415 not-supported  the body is not application/json
+    ├── FhirFetchError            a FHIR server read failed; prefetch turns it into a 412 or a data gap
+    ├── Malformed                 (chart.py) a resource element has the wrong JSON type: the resource is left out
+    └── ConfigurationError        settings, trusted issuers or the database are unusable: the service does not start
+        └── KnowledgeError          (knowledge.py) card definitions or value sets are missing or break their schema
+
+Only a ``RequestRefused`` is rendered as is. Any other exception that escapes a request, internal ones
+included, is logged and answered with a bare 500, so no internal text (URLs, patient ids) reaches the client.
+Every 4xx/5xx body has the one OperationOutcome shape, so EHR integrators parse the service's errors the
+way they parse their FHIR server's.
 """
 
 from __future__ import annotations
@@ -9,8 +25,12 @@ from __future__ import annotations
 from typing import Any
 
 
-class CdsError(Exception):
-    """Base class: carries the HTTP status and the OperationOutcome issue code."""
+class KneeCdsError(Exception):
+    """Root of every exception the service defines."""
+
+
+class RequestRefused(KneeCdsError):
+    """The request is refused: rendered as an OperationOutcome with this status and issue code."""
 
     status = 500
     issue_code = "exception"
@@ -24,42 +44,43 @@ class CdsError(Exception):
         return operation_outcome(self.issue_code, self.diagnostics, self.expression)
 
 
-class BadRequest(CdsError):
+class BadRequest(RequestRefused):
     """The request body is not JSON, or breaks the CDS Hooks request schema."""
 
     status = 400
     issue_code = "invalid"
 
 
-class Unauthorized(CdsError):
+class Unauthorized(RequestRefused):
+    """No client JWT, or one this service does not trust (CDS Hooks "Trusting CDS Clients")."""
+
     status = 401
     issue_code = "login"
 
 
-class NotFound(CdsError):
+class NotFound(RequestRefused):
     status = 404
     issue_code = "not-found"
 
 
-class MethodNotAllowed(CdsError):
-    status = 405
-    issue_code = "not-supported"
-
-
-class UnsupportedMediaType(CdsError):
-    status = 415
-    issue_code = "not-supported"
-
-
-class PreconditionFailed(CdsError):
+class PreconditionFailed(RequestRefused):
     """Required FHIR data could not be had from prefetch or the FHIR server (CDS Hooks: 412)."""
 
     status = 412
     issue_code = "incomplete"
 
 
-class FhirFetchError(Exception):
+class UnsupportedMediaType(RequestRefused):
+    status = 415
+    issue_code = "not-supported"
+
+
+class FhirFetchError(KneeCdsError):
     """A FHIR server fetch failed (timeout, HTTP error, bad payload); never reaches the client as is."""
+
+
+class ConfigurationError(KneeCdsError):
+    """A setting, the trusted-issuer file or the database cannot be used: the service must not start."""
 
 
 def operation_outcome(code: str, diagnostics: str, expression: str | None = None) -> dict[str, Any]:

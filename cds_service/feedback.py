@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask import Blueprint, current_app, jsonify
 
 from .hooks import known_service
@@ -19,5 +17,5 @@ def post_feedback(service_id: str):
     known_service(rt.services, service_id)
     body = json_body()
     check_feedback(rt.validators, body)
-    stored, duplicates = rt.store.save(service_id, body["feedback"], datetime.now(UTC))
+    stored, duplicates = rt.store.save(service_id, body["feedback"], rt.clock())
     return jsonify({"stored": stored, "duplicates": duplicates})

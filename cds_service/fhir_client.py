@@ -1,4 +1,4 @@
-"""FHIR REST client for the prefetch fallback.
+"""FHIR REST client for the prefetch fallback, and the per-process HTTP pool every outbound call uses.
 
 The HTTP transport is injected (tests pass a real server's URL, or an ``httpx.MockTransport`` for
 units). Connection pools are created lazily in the process that uses them, so gunicorn's
@@ -40,34 +40,51 @@ class Deadline:
         return self.seconds - (self.monotonic() - self.started)
 
 
-class FhirClient:
-    def __init__(self, transport: httpx.BaseTransport | None = None, max_pages: int = 20):
+class ProcessPool:
+    """One ``httpx.Client`` per process, made on first use.
+
+    gunicorn builds the app in its master and then forks the workers: a pool made before the fork would
+    be shared by every worker (and closing it in one would break TLS sessions in the others).
+    """
+
+    def __init__(self, transport: httpx.BaseTransport | None = None, **options: Any):
         self._transport = transport
-        self._max_pages = max_pages
+        self._options = options
         self._client: httpx.Client | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
 
     @property
-    def has_pool(self) -> bool:
+    def is_open(self) -> bool:
+        """Whether this process has made its pool (and not closed it)."""
         return self._client is not None and self._pid == os.getpid()
 
-    def _http(self) -> httpx.Client:
+    def client(self) -> httpx.Client:
         with self._lock:
-            if not self.has_pool:
-                self._client = httpx.Client(
-                    transport=self._transport,
-                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-                    follow_redirects=False,
-                )
+            if not self.is_open:
+                self._client = httpx.Client(transport=self._transport, **self._options)
                 self._pid = os.getpid()
             assert self._client is not None
             return self._client
 
     def close(self) -> None:
-        if self.has_pool and self._client is not None:
-            self._client.close()
-        self._client = None
+        with self._lock:
+            if self.is_open and self._client is not None:
+                self._client.close()
+            self._client = None  # a pool inherited from the parent is left to the parent
+
+
+class FhirClient:
+    def __init__(self, transport: httpx.BaseTransport | None = None, max_pages: int = 20):
+        self._max_pages = max_pages
+        self.pool = ProcessPool(
+            transport,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self.pool.close()
 
     def get_json(self, url: str, token: str | None, deadline: Deadline) -> dict[str, Any] | None:
         """GET one FHIR URL; ``None`` for a 404 on a read (the resource does not exist)."""
@@ -78,7 +95,7 @@ class FhirClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            response = self._http().get(url, headers=headers, timeout=httpx.Timeout(remaining))
+            response = self.pool.client().get(url, headers=headers, timeout=httpx.Timeout(remaining))
         except httpx.TimeoutException as exc:
             raise FhirFetchError(f"timed out after {deadline.seconds:g}s: GET {_redact(url)}") from exc
         except httpx.HTTPError as exc:

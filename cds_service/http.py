@@ -7,9 +7,9 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from .errors import BadRequest, CdsError, UnsupportedMediaType, operation_outcome
+from .errors import BadRequest, RequestRefused, UnsupportedMediaType, operation_outcome
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,24 @@ def _error_response(status: int, outcome: dict[str, Any]) -> Response:
     return response
 
 
+def render_error(exc: Exception) -> Response:
+    """The one error handler: every 4xx/5xx body is an OperationOutcome (errors.py draws the tree)."""
+    if isinstance(exc, RequestRefused):
+        response = _error_response(exc.status, exc.to_operation_outcome())
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="cds-services"'
+        return response
+    if isinstance(exc, HTTPException):  # Flask's own: unknown route, wrong method, body too large
+        status = exc.code or 500
+        response = _error_response(status, operation_outcome(_ISSUE_CODES.get(status, "processing"), exc.name))
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+    # Internal errors (a FHIR fetch failure that escaped, a bug): the trace for operators, no internals for the client.
+    log.error("unhandled error", exc_info=exc)
+    return _error_response(500, operation_outcome("exception", "Internal error; see the service log"))
+
+
 def init_app(app: Flask) -> None:
     runtime = app.extensions["knee_cds"]
     allow_origin = runtime.settings.cors_allow_origin
@@ -48,23 +66,7 @@ def init_app(app: Flask) -> None:
         base = (runtime.settings.public_base_url or request.host_url).rstrip("/")
         runtime.verifier.verify(request.headers.get("Authorization"), audience=base + request.path)
 
-    @app.errorhandler(CdsError)
-    def handle_cds_error(exc: CdsError) -> Response:
-        response = _error_response(exc.status, exc.to_operation_outcome())
-        if exc.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="cds-services"'
-        return response
-
-    @app.errorhandler(HTTPException)
-    def handle_http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        return _error_response(status, operation_outcome(_ISSUE_CODES.get(status, "processing"), exc.name))
-
-    @app.errorhandler(Exception)
-    def handle_unexpected(exc: Exception) -> Response:
-        # Log the trace for operators; the client gets no internals.
-        log.exception("unhandled error")
-        return _error_response(500, operation_outcome("exception", "Internal error; see the service log"))
+    app.register_error_handler(Exception, render_error)
 
     @app.after_request
     def add_cors(response: Response) -> Response:

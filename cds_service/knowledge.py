@@ -11,11 +11,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigurationError
 from .terminology import Terminology, ValueSet, load_value_sets
 from .validation import make_validator
 
 
-class KnowledgeError(RuntimeError):
+class KnowledgeError(ConfigurationError):
     """Card definitions or value sets are missing or break their schema: the service must not start."""
 
 

@@ -10,7 +10,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, tzinfo
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 
@@ -36,7 +35,8 @@ class Settings:
     now: str | None = _setting(
         None,
         "KNEE_CDS_NOW",
-        "Fixed 'today' (ISO date or dateTime) for reproducible demos and tests; unset = the real clock.",
+        "Fixed clock (ISO date or dateTime) for reproducible demos and tests: 'today' for the rules, and the time"
+        " client JWTs are checked and feedback is stamped against; unset = the real clock.",
     )
     timezone: str = _setting(
         "UTC",
@@ -93,12 +93,6 @@ class Settings:
 
     def zone(self) -> tzinfo:
         return UTC if self.timezone.upper() == "UTC" else ZoneInfo(self.timezone)
-
-    def sqlite_path(self) -> Path | None:
-        prefix = "sqlite:///"
-        if self.database_url.startswith(prefix):
-            return Path(self.database_url[len(prefix):])
-        return None
 
 
 def parse_instant(text: str) -> datetime:

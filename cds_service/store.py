@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+
+from .errors import ConfigurationError
 
 metadata = MetaData()
 
@@ -103,10 +105,12 @@ class FeedbackStore:
             return pg_insert(table)
         if dialect == "sqlite":
             return sqlite_insert(table)
-        raise RuntimeError(f"unsupported database: {dialect}")
+        raise ConfigurationError(f"unsupported database: {dialect}")
 
     def save(self, service_id: str, items: list[dict[str, Any]], received_at: datetime) -> tuple[int, int]:
         """Store the items in one transaction; returns (new, duplicates)."""
+        # SQLite keeps no offset: store UTC so every row reads back in the same zone.
+        received_at = received_at.astimezone(UTC)
         rows = {}
         for item in items:
             reason = (item.get("overrideReason") or {}).get("reason") or {}

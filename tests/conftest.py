@@ -46,7 +46,7 @@ def settings(tmp_path: Path) -> Settings:
 def app(settings: Settings):
     application = create_app(settings)
     yield application
-    application.extensions["knee_cds"].store.dispose()
+    application.extensions["knee_cds"].close()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -13,15 +14,17 @@ from cds_service import Settings, create_app
 from .conftest import ARTIFACTS
 
 TS = "2026-11-20T10:05:31Z"
+# The app's injected clock: a wall time in Central European Time, neither KNEE_CDS_NOW nor the machine's.
+RECEIVED = datetime(2026, 11, 20, 10, 30, 15, tzinfo=timezone(timedelta(hours=1)))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def feedback_app(request, tmp_path):
     sqlite = f"sqlite:///{tmp_path / 'fb.sqlite3'}"
     url = sqlite if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    app = create_app(Settings(database_url=url, now="2026-11-20"))
+    app = create_app(Settings(database_url=url, now="2026-11-20"), clock=lambda: RECEIVED)
     yield app
-    app.extensions["knee_cds"].store.dispose()
+    app.extensions["knee_cds"].close()
 
 
 def _accepted(card: str | None = None, suggestion: str | None = None) -> dict:
@@ -39,6 +42,14 @@ def test_accepted_feedback_is_stored(feedback_app):
     assert rows[0]["service_id"] == "knee-imaging-sign"
     assert rows[0]["outcome"] == "accepted"
     assert item["acceptedSuggestions"][0]["id"] in rows[0]["accepted_suggestions"]
+
+
+def test_feedback_is_stamped_with_the_app_clock_in_utc(feedback_app):
+    item = _accepted()
+    feedback_app.test_client().post("/cds-services/knee-imaging-sign/feedback", json={"feedback": [item]})
+    stamp = feedback_app.extensions["knee_cds"].store.rows(item["card"])[0]["received_at"]
+    stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)  # SQLite hands back the UTC wall time, no offset
+    assert stamp == datetime(2026, 11, 20, 9, 30, 15, tzinfo=UTC)
 
 
 def test_the_chosen_override_reason_code_is_stored(feedback_app):
