@@ -25,6 +25,7 @@ from .record import Record, med_label, modality_of, once
 from .types import DDimer, Evidence, WellsItem
 
 _LOWER_LIMB = "61685007"
+CALF_DIFFERENCE_CM = 3.0  # W-06 and the leg-sign gate: calf at least 3 cm larger (NICE NG158 Table 1)
 LEG_SIGN_DAYS = 28  # rules.md G-09 (a): last 4 weeks (UNRESOLVED design choice)
 EXAM_DAYS = 14  # rules.md G-09 (b): last 14 days
 WELLS_SURGERY_DAYS = 84  # W-03: 12 weeks (NICE)
@@ -78,7 +79,7 @@ def leg_sign_facts(rec: Record, posterior, knee_pain, drafts, pregnant: bool):
                 swelling.append(evidence)
         elif code == "calf-circumference-difference" and rec.within(recent, EXAM_DAYS, undated=True):
             cm = quantity_in(observation.valueQuantity, "cm")
-            if cm is not None and cm >= 3.0:
+            if cm is not None and cm >= CALF_DIFFERENCE_CM:
                 signs.append(evidence)
                 swelling.append(evidence)
         elif code == "wells-dvt-score" and rec.within(recent, EXAM_DAYS, undated=True):
@@ -177,7 +178,7 @@ def wells_item_facts(rec: Record, current, history, findings) -> list[WellsItem]
             add("entire-leg-swollen", rec.ev(entry), leg=True)
         if finding_code(observation) == "calf-circumference-difference":
             cm = quantity_in(observation.valueQuantity, "cm")
-            if cm is not None and cm >= 3.0:  # NICE: "at least 3 cm"
+            if cm is not None and cm >= CALF_DIFFERENCE_CM:
                 add("calf-swelling-3cm", rec.ev(entry, value=f"{cm:.1f} cm"), leg=True)
     items += paired_calf_measurements(rec)
     for entry in rec.conditions():
@@ -212,7 +213,7 @@ def paired_calf_measurements(rec: Record) -> list[WellsItem]:
         if set(sides) == {"left", "right"}:
             (lcm, left), (rcm, right) = sides["left"], sides["right"]
             bigger, cm, entry = ("right", rcm - lcm, right) if rcm >= lcm else ("left", lcm - rcm, left)
-            if cm >= 3.0:
+            if cm >= CALF_DIFFERENCE_CM:
                 evidence = Evidence(entry.reference, "Calf circumference difference (paired measurements)", when,
                                     bigger, f"{cm:.1f} cm")
                 items.append(WellsItem("calf-swelling-3cm", evidence, leg_specific=True, paired=True))

@@ -21,6 +21,11 @@ from .base import (
 )
 
 DDIMER_HOURS = 24
+# DVT cards whose advice is a leg vein scan now: a duplex being ordered is the right test (D-06).
+SCAN_ADVISED = frozenset({"dvt-urgent", "dvt-likely", "dvt-pregnancy", "dvt-postpartum", "dvt-under-18",
+                          "dvt-unlikely-positive-d-dimer", "dvt-likely-repeat-scan"})
+# ... and those where a duplex order is never objected to (D-06/D-07): a known DVT, a negative scan being followed up.
+NO_DUPLEX_OBJECTION = SCAN_ADVISED | {"dvt-known", "dvt-likely-after-negative-scan"}
 NEGATIVE_SCAN_DAYS = 7  # D-10: a negative venous duplex in the last 7 days
 
 

@@ -19,7 +19,7 @@ from .base import (
     within,
     xrays_of_knee,
 )
-from .dvt import best_wells, recent_ddimer
+from .dvt import NO_DUPLEX_OBJECTION, best_wells, recent_ddimer
 from .imaging import ottawa, pittsburgh
 
 
@@ -80,9 +80,7 @@ def xray_not_required(facts: PatientFacts, order: DraftOrder, red_flag: bool) ->
 
 def duplex_check(facts: PatientFacts, order: DraftOrder, dvt_in_force: Finding | None) -> list[Finding]:
     """D-06 / D-07: a venous duplex order is never objected to when DVT is likely or urgent."""
-    urgent_or_likely = dvt_in_force is not None and dvt_in_force.card_id in (
-        "dvt-urgent", "dvt-likely", "dvt-pregnancy", "dvt-postpartum", "dvt-under-18", "dvt-unlikely-positive-d-dimer",
-        "dvt-known", "dvt-likely-repeat-scan", "dvt-likely-after-negative-scan")
+    urgent_or_likely = dvt_in_force is not None and dvt_in_force.card_id in NO_DUPLEX_OBJECTION
     if urgent_or_likely or facts.pregnant or facts.postpartum or (facts.age is not None and facts.age < ADULT_AGE):
         return []  # D-06: no objection
     if recent_ddimer(facts) is not None or facts.recent_dvt:

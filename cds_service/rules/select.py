@@ -9,7 +9,7 @@ from dataclasses import replace
 from ..facts import PatientFacts
 from .base import Finding, gate_posterior
 from .causes import assessment, differential, referred_pain
-from .dvt import dvt_findings
+from .dvt import SCAN_ADVISED, dvt_findings
 from .imaging import chronic_imaging, cyst_and_vessel_imaging, mechanical_imaging, strain_imaging, trauma_imaging
 from .orders import order_findings
 from .red_flags import red_flags
@@ -63,9 +63,7 @@ def evaluate(facts: PatientFacts, hook: str, modality_of: dict[str, str]) -> lis
     findings = order_findings(facts, dvt, red_flag=bool(flags))
     ordering_dvt_test = any(o.modality in ("venous-duplex", "d-dimer") for o in facts.draft_orders)
     if dvt is not None and (ordering_dvt_test or dvt.card_id == "dvt-urgent"):
-        if ordering_dvt_test and dvt.card_id in ("dvt-urgent", "dvt-likely", "dvt-pregnancy", "dvt-postpartum",
-                                                 "dvt-under-18", "dvt-unlikely-positive-d-dimer",
-                                                 "dvt-likely-repeat-scan"):
+        if ordering_dvt_test and dvt.card_id in SCAN_ADVISED:
             dvt = replace(dvt, extra=("**The venous duplex being ordered is the right test** (D-06): ask for the "
                                       "result within 4 hours.",) + dvt.extra)
         findings.insert(0, dvt)
