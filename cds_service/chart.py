@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from typing import Any
 
@@ -200,48 +200,8 @@ class _Reader:
         self.today = today
 
     def read(self, position: int, rtype: str, raw: dict[str, Any]) -> _Candidate | None:
-        """The resource's value sets, by code and by text (G-04, G-10); None when no rule reads it.
-
-        This runs for every resource of every call, so the common shapes are read inline; ``_codings`` and ``_str``
-        name the element when a shape is wrong.
-        """
-        code_concepts = self.terms.code_concepts
-        coded: set[str] = set()
-        texts: list[str] = []
-        displays: list[str] = []
-        icd_coded = pkp_coded = False
-        for key in _PRIMARY.get(rtype, _CODE_ONLY):
-            value = raw.get(key)
-            if value is None:
-                continue
-            for where, concept in ((((key,), value),) if type(value) is dict else _concepts_of(raw, key)):
-                text = concept.get("text")
-                if text is not None:
-                    texts.append(_str(text, *where, "text")[:TEXT_CAP])
-                codings = concept.get("coding")
-                if not codings:
-                    continue
-                if type(codings) is not list:
-                    _codings(concept, *where)
-                for coding in codings:
-                    if type(coding) is not dict:
-                        _codings(concept, *where)
-                    code = coding.get("code")
-                    system = coding.get("system") or ""
-                    if type(code) is not str or type(system) is not str:
-                        _codings(concept, *where)  # raises unless the code is merely absent
-                    found = code_concepts(system, code) if code else _NOTHING
-                    if found:
-                        coded |= found
-                    else:
-                        display = coding.get("display")
-                        if display:
-                            displays.append(_str(display, *where, "coding", "display")[:TEXT_CAP])
-                    if system and key == "code":
-                        icd_coded = icd_coded or (system == ICD10CM and bool(code))
-                        pkp_coded = pkp_coded or system == PKP_FINDING
-        if displays:
-            texts += displays
+        """The resource's value sets, by code and by text (G-04, G-10); None when no rule reads it."""
+        coded, texts, icd_coded, pkp_coded = self._primary(rtype, raw)
         if "bodySite" in raw:
             for where, site in _concepts_of(raw, "bodySite"):
                 text = _str(site.get("text"), *where, "text")
@@ -262,6 +222,45 @@ class _Reader:
         reasons = self._reasons(raw) if rtype in _REASONS_READ else _NOTHING
         return _Candidate(position, reference, rtype, raw, frozenset(coded) | from_text, reasons, "\n".join(texts),
                           structural)
+
+    def _primary(self, rtype: str, raw: dict[str, Any]) -> tuple[set[str], list[str], bool, bool]:
+        """(value sets of its codes, its texts, an ICD-10-CM code?, a local finding code?) of the type's main concepts.
+
+        This runs for every resource of every call, so the common shapes are read inline; ``_codings`` and ``_str``
+        name the element when a shape is wrong. The displays of codings no value set knows are text (G-10).
+        """
+        code_concepts = self.terms.code_concepts
+        coded: set[str] = set()
+        texts: list[str] = []
+        displays: list[str] = []
+        icd_coded = pkp_coded = False
+        for key in _PRIMARY.get(rtype, _CODE_ONLY):
+            value = raw.get(key)
+            if value is None:
+                continue
+            for where, concept in ((((key,), value),) if type(value) is dict else _concepts_of(raw, key)):
+                text = concept.get("text")
+                if text is not None:
+                    texts.append(_str(text, *where, "text")[:TEXT_CAP])
+                codings = concept.get("coding")
+                if not codings:
+                    continue
+                if type(codings) is not list or not all(type(c) is dict for c in codings):
+                    _codings(concept, *where)
+                for coding in codings:
+                    code = coding.get("code")
+                    system = coding.get("system") or ""
+                    if type(code) is not str or type(system) is not str:
+                        _codings(concept, *where)  # raises unless the code is merely absent
+                    found = code_concepts(system, code) if code else _NOTHING
+                    if found:
+                        coded |= found
+                    elif coding.get("display"):
+                        displays.append(_str(coding["display"], *where, "coding", "display")[:TEXT_CAP])
+                    if system and key == "code":
+                        icd_coded = icd_coded or (system == ICD10CM and bool(code))
+                        pkp_coded = pkp_coded or system == PKP_FINDING
+        return coded, texts + displays, icd_coded, pkp_coded
 
     def unread(self, position: int, rtype: str, raw: dict[str, Any]) -> _Candidate:
         """A resource read whatever its codes (a draft order: the order hooks answer about every one)."""
@@ -471,93 +470,112 @@ def build_index(
     today: date,
     zone: tzinfo,
 ) -> ChartIndex:
-    terms = knowledge.terminology
-    reader = _Reader(knowledge, terms, zone, today)
-    collector = _Collector(reader, zone)
     resources = list(raw_resources)
-    seen: set[tuple[str, str]] = set()
     patient_raw = next((r for r in resources if isinstance(r, dict) and r.get("resourceType") == "Patient"), None)
     birth = date_of(patient_raw.get("birthDate"), zone) if patient_raw else None
-
-    not_read = 0
-    read: list[_Candidate] = []
-    latest: dict[str, list[_Candidate]] = {}
-    patient: Resource | None = None
+    reader = _Reader(knowledge, knowledge.terminology, zone, today)
+    indexing = _Indexing(reader, _Collector(reader, zone), birth, today)
     for position, raw in enumerate(resources):
+        indexing.add(position, raw)
+    entries = indexing.validated()
+    drafts = [entry for position, raw in enumerate(draft_orders) if isinstance(raw, dict)
+              and (entry := indexing.draft(position, raw)) is not None]
+    return ChartIndex(indexing.patient, entries, tuple(drafts), tuple(indexing.collector.rejected), indexing.not_read,
+                      birth)
+
+
+@dataclass
+class _Indexing:
+    """The one pass: each resource read once, sorted into read, latest-only (G-07) or not read."""
+
+    reader: _Reader
+    collector: _Collector
+    birth: date | None
+    today: date
+    patient: Resource | None = None
+    not_read: int = 0
+    read: list[_Candidate] = field(default_factory=list)
+    latest: dict[str, list[_Candidate]] = field(default_factory=dict)
+    seen: set[tuple[str, str]] = field(default_factory=set)
+
+    def add(self, position: int, raw: Any) -> None:
         if not isinstance(raw, dict):
-            collector.rejected.append(Rejected(f"#{position}", "unknown", "not a JSON object"))
-            continue
+            self.collector.rejected.append(Rejected(f"#{position}", "unknown", "not a JSON object"))
+            return
         rtype = raw.get("resourceType")
         if rtype not in _MODELS or rtype == "ServiceRequest":
-            not_read += 1
-            continue
+            self.not_read += 1
+            return
         rid = raw.get("id")
         if isinstance(rid, str):
-            if (rtype, rid) in seen:
-                continue  # the same resource from two prefetch keys, a prefetch and a fetch, or overlapping pages
-            seen.add((rtype, rid))
+            if (rtype, rid) in self.seen:
+                return  # the same resource from two prefetch keys, a prefetch and a fetch, or overlapping pages
+            self.seen.add((rtype, rid))
         if rtype == "Patient":
-            if patient is None:
-                try:
-                    patient = validate(rtype, raw, zone)
-                except (ValidationError, KeyError, ValueError, TypeError, RecursionError) as exc:
-                    collector.reject(f"Patient/{rid}", rtype, exc)
-            continue
+            self._patient(rid, raw)
+            return
         try:
-            candidate = reader.read(position, rtype, raw)
+            candidate = self.reader.read(position, rtype, raw)
         except (Malformed, RecursionError) as exc:
-            collector.reject(f"{rtype}/{rid}" if isinstance(rid, str) else f"{rtype} #{position}", rtype, exc)
-            continue
+            self.collector.reject(f"{rtype}/{rid}" if isinstance(rid, str) else f"{rtype} #{position}", rtype, exc)
+            return
         if candidate is None:
-            not_read += 1
-            continue
-        reader.date(candidate, birth)
-        if not candidate.structural and _only_outside_windows(candidate, terms.windows, today):
-            not_read += 1
+            self.not_read += 1
+            return
+        self.reader.date(candidate, self.birth)
+        terms = self.reader.terms
+        if not candidate.structural and _only_outside_windows(candidate, terms.windows, self.today):
+            self.not_read += 1
         elif candidate.concepts <= terms.latest_only and not candidate.structural:
             for concept in candidate.concepts:
-                latest.setdefault(concept, []).append(candidate)
+                self.latest.setdefault(concept, []).append(candidate)
         else:
-            read.append(candidate)
+            self.read.append(candidate)
 
-    # G-07: the newest of each latest-only concept that validates and carries a value; the rest are not read.
-    chosen: dict[int, _Candidate] = {}
-    entries_by_position: dict[int, ChartEntry] = {}
-    for concept in sorted(latest):
-        group = sorted(latest[concept], key=lambda c: (c.when or date.min, c.at or datetime.min.replace(tzinfo=zone)),
-                       reverse=True)
-        for candidate in group:
-            if candidate.position in entries_by_position:
-                break
-            entry = collector.entry(candidate) if _current_value(candidate, today) else None
+    def _patient(self, rid: Any, raw: dict[str, Any]) -> None:
+        if self.patient is None:
+            try:
+                self.patient = validate("Patient", raw, self.collector.zone)
+            except (ValidationError, KeyError, ValueError, TypeError, RecursionError) as exc:
+                self.collector.reject(f"Patient/{rid}", "Patient", exc)
+
+    def validated(self) -> dict[str, tuple[ChartEntry, ...]]:
+        """The entries a rule reads, validated, by type in chart order."""
+        by_position = self._latest_entries()
+        for candidate in self.read:
+            entry = self.collector.entry(candidate)
             if entry is not None:
-                entries_by_position[candidate.position] = entry
-                chosen[candidate.position] = candidate
-                break
-    in_latest = {c.position for group in latest.values() for c in group}
-    not_read += len(in_latest - set(chosen))
-    for candidate in read:
-        entry = collector.entry(candidate)
-        if entry is not None:
-            entries_by_position[candidate.position] = entry
+                by_position[candidate.position] = entry
+        entries: dict[str, list[ChartEntry]] = {}
+        for position in sorted(by_position):
+            entries.setdefault(by_position[position].resource_type, []).append(by_position[position])
+        return {k: tuple(v) for k, v in entries.items()}
 
-    entries: dict[str, list[ChartEntry]] = {}
-    for position in sorted(entries_by_position):
-        entry = entries_by_position[position]
-        entries.setdefault(entry.resource_type, []).append(entry)
+    def _latest_entries(self) -> dict[int, ChartEntry]:
+        """G-07: the newest of each latest-only concept that validates and carries a value; the rest are not read."""
+        chosen: dict[int, ChartEntry] = {}
+        oldest = datetime.min.replace(tzinfo=self.collector.zone)
+        for concept in sorted(self.latest):
+            for candidate in sorted(self.latest[concept], key=lambda c: (c.when or date.min, c.at or oldest),
+                                    reverse=True):
+                if candidate.position in chosen:
+                    break
+                entry = self.collector.entry(candidate) if _current_value(candidate, self.today) else None
+                if entry is not None:
+                    chosen[candidate.position] = entry
+                    break
+        in_latest = {c.position for group in self.latest.values() for c in group}
+        self.not_read += len(in_latest - set(chosen))
+        return chosen
 
-    drafts: list[ChartEntry] = []
-    for position, raw in enumerate(draft_orders):
-        if not isinstance(raw, dict):
-            continue
+    def draft(self, position: int, raw: dict[str, Any]) -> ChartEntry | None:
+        """A draft order is always read and validated: the order hooks answer about every one."""
         try:
-            candidate = reader.read(position, "ServiceRequest", raw) or reader.unread(position, "ServiceRequest", raw)
+            candidate = self.reader.read(position, "ServiceRequest", raw) or \
+                self.reader.unread(position, "ServiceRequest", raw)
         except (Malformed, RecursionError) as exc:
-            collector.reject(f"ServiceRequest #{position}", "ServiceRequest", exc)
-            continue
-        reader.date(candidate, birth)
-        entry = collector.entry(candidate)
-        if entry is not None:
-            drafts.append(entry)
-    return ChartIndex(patient, {k: tuple(v) for k, v in entries.items()}, tuple(drafts), tuple(collector.rejected),
-                      not_read, birth)
+            self.collector.reject(f"ServiceRequest #{position}", "ServiceRequest", exc)
+            return None
+        self.reader.date(candidate, self.birth)
+        return self.collector.entry(candidate)
+

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
 from typing import Any
 from urllib.parse import quote
@@ -67,6 +67,42 @@ def render_template(template: str, context: dict[str, Any]) -> str:
     return _TOKEN.sub(token_value, template)
 
 
+@dataclass
+class _Gathering:
+    """One hook call's data as it is collected: what was had, from where, and what could not be had."""
+
+    today: date
+    zone: tzinfo
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    gaps: list[DataGap] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def unavailable(self, spec: PrefetchSpec, reason: str) -> None:
+        if spec.required:
+            raise PreconditionFailed(
+                f"Required data '{spec.key}' ({spec.why}) is not available: {reason}",
+                expression=f"prefetch.{spec.key}",
+            )
+        self.gaps.append(DataGap(spec.key, reason))
+        self.sources[spec.key] = "missing"
+
+    def take(self, spec: PrefetchSpec, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A prefetched value; returns a Bundle whose further pages must still be read."""
+        if value is None:
+            self.sources[spec.key] = "prefetch-null"
+        elif value.get("resourceType") == "OperationOutcome":
+            self.unavailable(spec, "the client reported an error prefetching it")
+        elif value.get("resourceType") == "Bundle":
+            self.resources.extend(bundle_resources(value))
+            self.sources[spec.key] = "prefetch"
+            if next_link(value) and not covered(spec, value, self.today, self.zone):
+                return value
+        else:
+            self.resources.append(value)
+            self.sources[spec.key] = "prefetch"
+        return None
+
+
 def gather(
     service: ServiceDefinition,
     body: dict[str, Any],
@@ -78,74 +114,59 @@ def gather(
     prefetch = body.get("prefetch") or {}
     context = body["context"]
     fhir_server = body.get("fhirServer")
-    token = (body.get("fhirAuthorization") or {}).get("access_token")
-    deadline = Deadline(deadline_seconds)
-
-    resources: list[dict[str, Any]] = []
-    gaps: list[DataGap] = []
-    sources: dict[str, str] = {}
-    to_fetch: list[tuple[PrefetchSpec, str]] = []
-    continue_paging: list[tuple[PrefetchSpec, dict[str, Any]]] = []
-
-    def unavailable(spec: PrefetchSpec, reason: str) -> None:
-        if spec.required:
-            raise PreconditionFailed(
-                f"Required data '{spec.key}' ({spec.why}) is not available: {reason}",
-                expression=f"prefetch.{spec.key}",
-            )
-        gaps.append(DataGap(spec.key, reason))
-        sources[spec.key] = "missing"
-
+    had = _Gathering(today, zone)
+    jobs: list[tuple[PrefetchSpec, str | dict[str, Any]]] = []  # a query to send, or a first page to complete
     for spec in service.prefetch:
         if spec.key in prefetch:
-            value = prefetch[spec.key]
-            if value is None:
-                sources[spec.key] = "prefetch-null"
-            elif value.get("resourceType") == "OperationOutcome":
-                unavailable(spec, "the client reported an error prefetching it")
-            elif value.get("resourceType") == "Bundle":
-                resources.extend(bundle_resources(value))
-                sources[spec.key] = "prefetch"
-                if next_link(value) and not covered(spec, value, today, zone):
-                    continue_paging.append((spec, value))
-            else:
-                resources.append(value)
-                sources[spec.key] = "prefetch"
+            unfinished = had.take(spec, prefetch[spec.key])
+            if unfinished is not None:
+                jobs.append((spec, unfinished))
         elif fhir_server:
-            to_fetch.append((spec, render_template(spec.fallback(today), context)))
+            jobs.append((spec, render_template(spec.fallback(today), context)))
         else:
-            unavailable(spec, "not prefetched, and the request names no fhirServer to read it from")
-
-    if to_fetch or continue_paging:
-        def run(job: tuple[PrefetchSpec, Any]) -> tuple[PrefetchSpec, list[dict[str, Any]] | str]:
-            spec, what = job
-            enough = page_rule(spec, today, zone)
-            try:
-                if isinstance(what, str):
-                    found = client.fetch(fhir_server, what, token, deadline, enough)
-                    if spec.read and not found:
-                        raise FhirFetchError(f"no {spec.resource_type} with that id on the FHIR server")
-                    return spec, found
-                if not fhir_server:
-                    raise FhirFetchError("the prefetched Bundle has more pages and no fhirServer is named")
-                first_page = bundle_resources(what)
-                return spec, client.collect_pages(fhir_server, what, token, deadline, enough)[len(first_page):]
-            except FhirFetchError as exc:
-                log.warning("FHIR fetch for %s failed: %s", spec.key, exc)
-                return spec, str(exc)
-
-        jobs: list[tuple[PrefetchSpec, Any]] = [*to_fetch, *continue_paging]
+            had.unavailable(spec, "not prefetched, and the request names no fhirServer to read it from")
+    if jobs:
+        token = (body.get("fhirAuthorization") or {}).get("access_token")
+        fetcher = _Fetcher(client, fhir_server, token, Deadline(deadline_seconds), today, zone)
         with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
-            outcomes = list(pool.map(run, jobs))
+            outcomes = list(pool.map(fetcher.run, jobs))
         for spec, outcome in outcomes:
             if isinstance(outcome, str):
-                unavailable(spec, f"FHIR server: {outcome}")
+                had.unavailable(spec, f"FHIR server: {outcome}")
             else:
-                resources.extend(outcome)
-                sources.setdefault(spec.key, "fhir-server")
+                had.resources.extend(outcome)
+                had.sources.setdefault(spec.key, "fhir-server")
+    _check_patient_matches(had.resources, context["patientId"])
+    return PatientData(tuple(had.resources), tuple(had.gaps), had.sources)
 
-    _check_patient_matches(resources, context["patientId"])
-    return PatientData(tuple(resources), tuple(gaps), sources)
+
+@dataclass(frozen=True)
+class _Fetcher:
+    client: FhirClient
+    fhir_server: str | None
+    token: str | None
+    deadline: Deadline
+    today: date
+    zone: tzinfo
+
+    def run(self, job: tuple[PrefetchSpec, str | dict[str, Any]]) -> tuple[PrefetchSpec, list[dict[str, Any]] | str]:
+        """The resources of a key's query, or of a prefetched Bundle's further pages; or why they could not be had."""
+        spec, what = job
+        enough = page_rule(spec, self.today, self.zone)
+        try:
+            if not self.fhir_server:
+                raise FhirFetchError("the prefetched Bundle has more pages and no fhirServer is named")
+            if isinstance(what, str):
+                found = self.client.fetch(self.fhir_server, what, self.token, self.deadline, enough)
+                if spec.read and not found:
+                    raise FhirFetchError(f"no {spec.resource_type} with that id on the FHIR server")
+                return spec, found
+            first_page = bundle_resources(what)
+            return spec, self.client.collect_pages(self.fhir_server, what, self.token, self.deadline, enough)[
+                len(first_page):]
+        except FhirFetchError as exc:
+            log.warning("FHIR fetch for %s failed: %s", spec.key, exc)
+            return spec, str(exc)
 
 
 def page_rule(spec: PrefetchSpec, today: date, zone: tzinfo) -> Callable[[dict[str, Any]], bool]:

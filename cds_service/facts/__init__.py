@@ -11,7 +11,7 @@ from datetime import datetime
 
 from ..chart import ChartIndex
 from .conditions import CURRENT_CONCEPTS, HISTORY_CONCEPTS, condition_concepts, exam_findings, knee_pain_facts, patient_age
-from .dvt import anticoagulants, d_dimer_results, known_recent_dvt, leg_sign_facts, wells_item_facts
+from .dvt import anticoagulants, d_dimer_results, known_recent_dvt, leg_sign_facts
 from .imaging import draft_orders, fever_evidence, imaging_on_record, injury_mechanism, latest_pain_score, prior_knee_surgery
 from .record import Record
 from .risk import pregnancy_facts, risk_factor_facts
@@ -26,6 +26,7 @@ from .types import (
     RiskFactor,
     WellsItem,
 )
+from .wells import wells_item_facts
 
 __all__ = ["DDimer", "DraftOrder", "Evidence", "ImagingOnRecord", "KneePain", "PainScore", "PatientFacts",
            "REQUIRED_VALUE_SETS", "RiskFactor", "WellsItem", "build_facts"]

@@ -6,9 +6,9 @@ import re
 from datetime import date, datetime
 
 from ..fhir_read import finding_code, label_of, near, observation_result, report_result, text_result
-from .dvt import is_surgery
 from .record import Record, modality_of
 from .types import DraftOrder, Evidence, ImagingOnRecord, PainScore
+from .wells import is_surgery
 
 _KNEE_TEXT = re.compile(r"\bknee\b", re.I)
 
@@ -117,6 +117,6 @@ def prior_knee_surgery(rec: Record, current) -> list[Evidence]:
     out = list(current.get("knee-prosthesis", ()))
     for entry in rec.of("Procedure"):
         if entry.resource.status == "completed" and modality_of(entry.concepts) is None and \
-                is_surgery(rec, entry) and _KNEE_TEXT.search(entry.text):
+                is_surgery(entry) and _KNEE_TEXT.search(entry.text):
             out.append(rec.ev(entry))
     return out

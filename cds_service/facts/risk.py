@@ -15,17 +15,14 @@ POSTPARTUM_RISK_DAYS = 84  # R-05: risk stays raised to ~12 weeks (shown only)
 TRAVEL_DAYS = 56  # R-04: 8 weeks
 
 
-def pregnancy_facts(rec: Record):
-    pregnant: list[Evidence] = []
+def pregnancy_facts(rec: Record) -> tuple[list[Evidence], list[Evidence], list[Evidence]]:
+    """(pregnant, postpartum within 6 weeks, postpartum 6 to 12 weeks): P-01, P-02, R-05."""
+    deliveries = [(entry.when, rec.ev(entry)) for entry in rec.conditions()
+                  if condition_is_history(entry.resource) and "postpartum" in entry.concepts]
+    deliveries += [(entry.recent, rec.ev(entry)) for entry in rec.of("Procedure")
+                   if entry.resource.status == "completed" and "postpartum" in entry.concepts]
     postpartum: list[Evidence] = []
     late: list[Evidence] = []
-    deliveries: list[tuple[date | None, Evidence]] = []
-    for entry in rec.conditions():
-        if condition_is_history(entry.resource) and "postpartum" in entry.concepts:
-            deliveries.append((entry.when, rec.ev(entry)))
-    for entry in rec.of("Procedure"):
-        if entry.resource.status == "completed" and "postpartum" in entry.concepts:
-            deliveries.append((entry.recent, rec.ev(entry)))
     for when, evidence in deliveries:
         if when is None:
             # An undated postpartum state on the problem list: counted (conservative).
@@ -36,27 +33,24 @@ def pregnancy_facts(rec: Record):
         elif rec.within(when, POSTPARTUM_RISK_DAYS):
             late.append(evidence)
     last_delivery = max((w for w, _ in deliveries if w is not None), default=None)
+    return _pregnant(rec, last_delivery), postpartum, late
 
-    status_obs = [o for o in rec.live_observations() if "pregnancy-status" in o.concepts]
-    if status_obs:
-        latest = max(status_obs, key=lambda o: o.when or date.min)
+
+def _pregnant(rec: Record, last_delivery: date | None) -> list[Evidence]:
+    """The latest pregnancy-status observation decides; else a current pregnancy of the last 42 weeks since delivery."""
+    status = [o for o in rec.live_observations() if "pregnancy-status" in o.concepts]
+    if status:
+        latest = max(status, key=lambda o: o.when or date.min)
         value = latest.resource.valueCodeableConcept
         codes = {c.code for c in codings(value)} if value else set()
         if "60001007" in codes:  # latest says not pregnant: overrides the problem list
-            return [], postpartum, late
+            return []
         if "77386006" in codes:
-            pregnant.append(rec.ev(latest, value="pregnant"))
-            return pregnant, postpartum, late
-    for entry in rec.conditions():
-        if not condition_is_current(entry.resource) or "pregnancy" not in entry.concepts:
-            continue
-        onset = entry.when
-        if onset is None or not rec.within(onset, PREGNANCY_DAYS):
-            continue  # stale problem-list entry
-        if last_delivery is not None and last_delivery >= onset:
-            continue
-        pregnant.append(rec.ev(entry))
-    return pregnant, postpartum, late
+            return [rec.ev(latest, value="pregnant")]
+    return [rec.ev(entry) for entry in rec.conditions()
+            if condition_is_current(entry.resource) and "pregnancy" in entry.concepts
+            and entry.when is not None and rec.within(entry.when, PREGNANCY_DAYS)  # else a stale problem-list entry
+            and (last_delivery is None or last_delivery < entry.when)]
 
 
 def risk_factor_facts(rec: Record, current, history, findings, pregnant, postpartum, late, age) -> list[RiskFactor]:

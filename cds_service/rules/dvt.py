@@ -24,6 +24,8 @@ DDIMER_HOURS = 24
 # DVT cards whose advice is a leg vein scan now: a duplex being ordered is the right test (D-06).
 SCAN_ADVISED = frozenset({"dvt-urgent", "dvt-likely", "dvt-pregnancy", "dvt-postpartum", "dvt-under-18",
                           "dvt-unlikely-positive-d-dimer", "dvt-likely-repeat-scan"})
+ESCALATION_POINTS = 2  # D-04: the record alone holds a "likely" Wells score (UNRESOLVED default)
+_DUPLEX = Suggest("venous-duplex", "duplex")
 # ... and those where a duplex order is never objected to (D-06/D-07): a known DVT, a negative scan being followed up.
 NO_DUPLEX_OBJECTION = SCAN_ADVISED | {"dvt-known", "dvt-likely-after-negative-scan"}
 NEGATIVE_SCAN_DAYS = 7  # D-10: a negative venous duplex in the last 7 days
@@ -153,79 +155,92 @@ def dvt_findings(facts: PatientFacts) -> list[Finding]:
     """Every DVT rule that applies, most urgent first (D-01 > P-01/P-02/D-09 > D-02 > D-03 > D-04/D-08)."""
     if not gate_safety(facts):
         return []
-    out: list[Finding] = []
     side = symptomatic_legs(facts)
     leg = "both" if len(side) > 1 else side[0]
     adult = facts.age is None or facts.age >= ADULT_AGE
-    signs = lines_of("Leg sign", facts.leg_signs)
     wells = best_wells(facts) if facts.leg_signs and adult and not facts.pregnant else None
     notes = _mimic_note(facts) + _risk_lines(facts)
-    duplex = Suggest("venous-duplex", "duplex")
-    d_dimer = recent_ddimer(facts)
-
+    out: list[Finding] = []
     if facts.calf_warmth and facts.swelling_or_tenderness:  # D-01 (RF-01)
-        lines = lines_of("Calf warmth", facts.calf_warmth) + lines_of("Swelling or tenderness",
-                                                                  facts.swelling_or_tenderness)
-        extra = notes
-        if facts.pregnant or facts.postpartum:
-            extra = ("**Pregnant or postpartum:** give therapeutic low-molecular-weight heparin until DVT is "
-                     "excluded unless contraindicated; D-dimer is not useful in pregnancy. (P-01)",) + extra
-        out.append(Finding("dvt-urgent", ("D-01", "RF-01"), lines, leg, suggestions=(duplex,), wells=wells,
-                           extra=extra))
-    if facts.leg_signs:
-        if facts.pregnant:  # P-01
-            out.append(Finding("dvt-pregnancy", ("P-01",), lines_of("Pregnancy", facts.pregnant) + signs, leg,
-                               suggestions=(duplex,), extra=notes))
-        if facts.postpartum:  # P-02
-            out.append(Finding("dvt-postpartum", ("P-02",), lines_of("Postpartum", facts.postpartum) + signs, leg,
-                               suggestions=(duplex,), wells=wells, extra=notes))
-        if facts.age is not None and facts.age < ADULT_AGE:  # D-09
-            out.append(Finding("dvt-under-18", ("D-09",), (f"- Age {facts.age} (under 18)",) + signs, leg,
-                               suggestions=(duplex,), extra=notes))
-        if adult and not facts.pregnant and not facts.postpartum and wells is not None:
-            if facts.recent_dvt:  # D-08: do not re-run the diagnostic pathway
-                out.append(_known_dvt(facts, signs, notes))
-            elif wells.likely and (scan := _recent_negative_scan(facts, wells.leg)) is not None:  # D-02 + D-10
-                out.append(_after_negative_scan(facts, scan, signs, wells, notes))
-            elif wells.likely:  # D-02
-                out.append(Finding("dvt-likely", ("D-02",), signs, wells.leg, suggestions=(duplex,), wells=wells,
-                                   extra=notes))
-            elif d_dimer is not None and d_dimer.positive:  # D-03 with a positive D-dimer on record
-                out.append(Finding("dvt-unlikely-positive-d-dimer", ("D-03",),
-                                   signs + lines_of("Positive D-dimer (last 24 h)", [d_dimer.evidence]), wells.leg,
-                                   suggestions=(duplex,), wells=wells, extra=notes))
-            elif d_dimer is not None and d_dimer.positive is False:  # D-03 completed: Wells <= 1, D-dimer negative
-                out.append(Finding("dvt-unlikely-negative-d-dimer", ("D-03",),
-                                   signs + lines_of("Negative D-dimer (last 24 h)", [d_dimer.evidence]), wells.leg,
-                                   wells=wells, extra=notes + _ddimer_note(facts)))
-            else:  # D-03
-                lines = signs
-                if d_dimer is not None:  # a result whose sign cannot be read: ask for a readable one
-                    lines += lines_of("D-dimer (last 24 h), result not interpretable", [d_dimer.evidence])
-                scan = _recent_negative_scan(facts, wells.leg)  # D-10 under D-03: named, the D-dimer advice stands
-                rule_ids = ("D-03", "D-10") if scan else ("D-03",)
-                lines += lines_of("Negative leg vein scan (last 7 days)", [scan.evidence]) if scan else ()
-                out.append(Finding("dvt-unlikely", rule_ids, lines, wells.leg, suggestions=(Suggest("d-dimer", "d-dimer"),),
-                                   wells=wells, extra=notes + _ddimer_note(facts)))
-    elif facts.posterior_knee_pain or facts.knee_pain_unknown_location:
-        if facts.recent_dvt:  # D-08
-            out.append(_known_dvt(facts, (), notes))
-        else:
-            readable = {i.criterion: i for i in facts.wells_items if i.criterion in _HISTORY_CRITERIA}
-            if risk_factors(facts):  # D-04 (age alone, R-09, never triggers)
-                partial = sum(wells_points(i) for i in readable.values())
-                lines = pain_lines(facts) or lines_of("Knee pain", [k.evidence for k in facts.knee_pain])
-                if partial >= 2:
-                    points = [f"- {wells_rule(i)} {i.criterion} (+1): {i.evidence.line()}" for i in readable.values()]
-                    out.append(Finding("dvt-risk-factors-escalated", ("D-04",), lines, facts.painful_side,
-                                       indicator="warning",
-                                       extra=("**Wells items already in the record: " + str(partial) + " points**\n"
-                                              + "\n".join(points),) + _risk_lines(facts)))
-                else:
-                    out.append(Finding("dvt-risk-factors", ("D-04",), lines, facts.painful_side,
-                                       extra=_risk_lines(facts)))
+        out.append(_urgent(facts, leg, wells, notes))
+    if not facts.leg_signs:
+        return out + _without_leg_signs(facts, notes)
+    signs = lines_of("Leg sign", facts.leg_signs)
+    out += _special_groups(facts, signs, leg, wells, notes)
+    if adult and not facts.pregnant and not facts.postpartum and wells is not None:
+        out.append(_adult_pathway(facts, signs, wells, notes))
     return out
 
+
+def _urgent(facts: PatientFacts, leg: str, wells: WellsResult | None, notes: tuple[str, ...]) -> Finding:
+    """D-01: a hot, swollen, tender calf: scan today, whatever the Wells score."""
+    lines = lines_of("Calf warmth", facts.calf_warmth) + lines_of("Swelling or tenderness", facts.swelling_or_tenderness)
+    if facts.pregnant or facts.postpartum:
+        notes = ("**Pregnant or postpartum:** give therapeutic low-molecular-weight heparin until DVT is "
+                 "excluded unless contraindicated; D-dimer is not useful in pregnancy. (P-01)",) + notes
+    return Finding("dvt-urgent", ("D-01", "RF-01"), lines, leg, suggestions=(_DUPLEX,), wells=wells, extra=notes)
+
+
+def _special_groups(facts: PatientFacts, signs: tuple[str, ...], leg: str, wells: WellsResult | None,
+                    notes: tuple[str, ...]) -> list[Finding]:
+    """P-01 pregnancy, P-02 postpartum, D-09 under 18: the scan directly."""
+    out = []
+    if facts.pregnant:
+        out.append(Finding("dvt-pregnancy", ("P-01",), lines_of("Pregnancy", facts.pregnant) + signs, leg,
+                           suggestions=(_DUPLEX,), extra=notes))
+    if facts.postpartum:
+        out.append(Finding("dvt-postpartum", ("P-02",), lines_of("Postpartum", facts.postpartum) + signs, leg,
+                           suggestions=(_DUPLEX,), wells=wells, extra=notes))
+    if facts.age is not None and facts.age < ADULT_AGE:
+        out.append(Finding("dvt-under-18", ("D-09",), (f"- Age {facts.age} (under 18)",) + signs, leg,
+                           suggestions=(_DUPLEX,), extra=notes))
+    return out
+
+
+def _adult_pathway(facts: PatientFacts, signs: tuple[str, ...], wells: WellsResult, notes: tuple[str, ...]) -> Finding:
+    """D-08 known DVT, else NICE NG158: D-02 (with D-10 after a negative scan) or D-03 by the Wells score."""
+    if facts.recent_dvt:  # D-08: do not re-run the diagnostic pathway
+        return _known_dvt(facts, signs, notes)
+    scan = _recent_negative_scan(facts, wells.leg)
+    if wells.likely and scan is not None:  # D-02 + D-10
+        return _after_negative_scan(facts, scan, signs, wells, notes)
+    if wells.likely:  # D-02
+        return Finding("dvt-likely", ("D-02",), signs, wells.leg, suggestions=(_DUPLEX,), wells=wells, extra=notes)
+    d_dimer = recent_ddimer(facts)
+    if d_dimer is not None and d_dimer.positive:  # D-03 with a positive D-dimer on record
+        return Finding("dvt-unlikely-positive-d-dimer", ("D-03",),
+                       signs + lines_of("Positive D-dimer (last 24 h)", [d_dimer.evidence]), wells.leg,
+                       suggestions=(_DUPLEX,), wells=wells, extra=notes)
+    if d_dimer is not None and d_dimer.positive is False:  # D-03 completed: Wells <= 1, D-dimer negative
+        return Finding("dvt-unlikely-negative-d-dimer", ("D-03",),
+                       signs + lines_of("Negative D-dimer (last 24 h)", [d_dimer.evidence]), wells.leg,
+                       wells=wells, extra=notes + _ddimer_note(facts))
+    lines = signs
+    if d_dimer is not None:  # a result whose sign cannot be read: ask for a readable one
+        lines += lines_of("D-dimer (last 24 h), result not interpretable", [d_dimer.evidence])
+    if scan is not None:  # D-10 under D-03: named, the D-dimer advice stands
+        lines += lines_of("Negative leg vein scan (last 7 days)", [scan.evidence])
+    return Finding("dvt-unlikely", ("D-03", "D-10") if scan else ("D-03",), lines, wells.leg,
+                   suggestions=(Suggest("d-dimer", "d-dimer"),), wells=wells, extra=notes + _ddimer_note(facts))
+
+
+def _without_leg_signs(facts: PatientFacts, notes: tuple[str, ...]) -> list[Finding]:
+    """D-08 known DVT, or D-04: VTE risk factors with knee pain and no leg signs (escalated when the record holds 2)."""
+    if not (facts.posterior_knee_pain or facts.knee_pain_unknown_location):
+        return []
+    if facts.recent_dvt:
+        return [_known_dvt(facts, (), notes)]
+    if not risk_factors(facts):  # age alone (R-09) never triggers D-04
+        return []
+    readable = {i.criterion: i for i in facts.wells_items if i.criterion in _HISTORY_CRITERIA}
+    partial = sum(wells_points(i) for i in readable.values())
+    lines = pain_lines(facts) or lines_of("Knee pain", [k.evidence for k in facts.knee_pain])
+    if partial >= ESCALATION_POINTS:
+        points = [f"- {wells_rule(i)} {i.criterion} (+1): {i.evidence.line()}" for i in readable.values()]
+        return [Finding("dvt-risk-factors-escalated", ("D-04",), lines, facts.painful_side, indicator="warning",
+                        extra=(f"**Wells items already in the record: {partial} points**\n" + "\n".join(points),)
+                        + _risk_lines(facts))]
+    return [Finding("dvt-risk-factors", ("D-04",), lines, facts.painful_side, extra=_risk_lines(facts))]
 
 def _after_negative_scan(facts: PatientFacts, scan: ImagingOnRecord, signs: tuple[str, ...], wells: WellsResult,
                          notes: tuple[str, ...]) -> Finding:
