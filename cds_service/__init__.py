@@ -15,9 +15,11 @@ from flask import Flask
 from .auth import JwtVerifier, load_issuers, make_jwks_pool
 from .cards import CardBuilder
 from .errors import ConfigurationError
+from .facts import REQUIRED_VALUE_SETS
 from .fhir_client import FhirClient
 from .knowledge import Knowledge, load_knowledge
 from .registry import ServiceDefinition, resolve_services
+from .rules import RuleBook
 from .settings import Settings
 from .store import FeedbackStore
 from .validation import Validators
@@ -36,6 +38,7 @@ class Runtime:
     store: FeedbackStore
     clock: Callable[[], datetime]
     card_builder: CardBuilder
+    rule_book: RuleBook
     verifier: JwtVerifier | None
     zone: tzinfo
     services: tuple[ServiceDefinition, ...]
@@ -65,7 +68,7 @@ def create_app(
     fixed = settings.fixed_now()
     if clock is None:
         clock = (lambda: fixed) if fixed else (lambda: datetime.now(UTC))
-    knowledge = load_knowledge(settings.cards_dir)
+    knowledge = load_knowledge(settings.cards_dir, REQUIRED_VALUE_SETS)
     store = FeedbackStore(settings.database_url)
     verifier = None
     if settings.auth == "jwt":
@@ -85,6 +88,7 @@ def create_app(
         store=store,
         clock=clock,
         card_builder=CardBuilder(knowledge),
+        rule_book=RuleBook.from_cards(knowledge.cards),
         verifier=verifier,
         zone=settings.zone(),
         services=resolve_services(knowledge.terminology),

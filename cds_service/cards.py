@@ -112,8 +112,6 @@ class CardBuilder:
     def __init__(self, knowledge: Knowledge, new_uuid: Callable[[], str] = lambda: str(uuid.uuid4())):
         self.knowledge = knowledge
         self.new_uuid = new_uuid
-        # Imaging card id -> modality, read once from the definitions (rules keep one card per modality).
-        self.modality_of = {cid: d["modality"] for cid, d in knowledge.cards["cards"].items() if "modality" in d}
 
     def build(self, finding: Finding, patient_id: str, rejected: tuple[Rejected, ...], today: date) -> dict[str, Any]:
         definition = self.knowledge.card(finding.card_id)

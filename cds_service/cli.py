@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .facts import REQUIRED_VALUE_SETS
 from .fhir_dates import clinical_dates
 from .knowledge import load_knowledge
 from .parse import parse_record
@@ -132,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         context = request["context"]
         data = split_bundle(bundle_resources(document))[0]
     now = parse_instant(args.now) if args.now else (settings.fixed_now() or datetime.now(UTC))
-    decision = decide(hook, context, data, load_knowledge(settings.cards_dir), now)
+    decision = decide(hook, context, data, load_knowledge(settings.cards_dir, REQUIRED_VALUE_SETS), now)
     response = decision.response()
     sys.stdout.write(json.dumps(response, indent=2) + "\n" if args.json else render_cards(response))
     return 0

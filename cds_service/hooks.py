@@ -38,5 +38,6 @@ def call_service(service_id: str):
         gaps=data.gaps,
         card_builder=rt.card_builder,
         zone=rt.zone,
+        rule_book=rt.rule_book,
     )
     return jsonify(decision.response())

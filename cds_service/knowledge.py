@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -59,7 +60,8 @@ class Knowledge:
         return None
 
 
-def load_knowledge(configured_dir: str | None = None) -> Knowledge:
+def load_knowledge(configured_dir: str | None = None, required: Iterable[str] = ()) -> Knowledge:
+    """The card definitions and value sets, schema-checked; ``required`` names the value sets the facts read."""
     folder = locate_cards_dir(configured_dir)
     try:
         cards = tomllib.loads((folder / "cards.toml").read_text(encoding="utf-8"))
@@ -85,9 +87,9 @@ def load_knowledge(configured_dir: str | None = None) -> Knowledge:
             raise KnowledgeError(f"card {card_id} names unknown override reason set {reasons}")
         if card["indicator"] in ("warning", "critical") and not reasons:
             raise KnowledgeError(f"{card['indicator']} card {card_id} must offer override reasons")
-    from .facts import REQUIRED_VALUE_SETS  # the facts step names what it reads
-
-    missing = sorted(set(REQUIRED_VALUE_SETS) - set(value_sets))
+    flag_sets = {source.partition(":")[2] for flag in cards["red_flags"] for alternative in flag["when"]
+                 for source in alternative if source.startswith("condition:")}
+    missing = sorted((set(required) | flag_sets) - set(value_sets))
     if missing:
         raise KnowledgeError(f"{folder}/valuesets.json lacks value sets the rules read: {', '.join(missing)}")
     families = tuple((re.compile(f["pattern"]), f["sides"]) for f in laterality)

@@ -56,12 +56,13 @@ def decide(
     gaps: tuple[DataGap, ...] = (),
     card_builder: CardBuilder | None = None,
     zone: tzinfo = UTC,
+    rule_book: rules.RuleBook | None = None,
 ) -> Decision:
     drafts = [d for d in draft_order_resources(context, hook) if d.get("status") == "draft"]
     index = build_index(patient_resources, drafts, knowledge, now.date(), zone)
     facts = build_facts(index, now)
     builder = card_builder or CardBuilder(knowledge)
-    findings = rules.evaluate(facts, hook, builder.modality_of)
+    findings = rules.evaluate(facts, hook, rule_book or rules.RuleBook.from_cards(knowledge.cards))
     cards = [builder.build(f, context["patientId"], index.rejected, facts.today) for f in findings]
     cards.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
     return Decision(cards, index.rejected, gaps, index.not_read)

@@ -53,22 +53,24 @@ def patient_age(rec: Record) -> int | None:
 
 
 def condition_concepts(rec: Record) -> tuple[dict[str, tuple[Evidence, ...]], dict[str, tuple[Evidence, ...]]]:
+    """(current conditions by every value set they belong to (G-01), any-status history by HISTORY_CONCEPTS (G-02)).
+
+    Current conditions are kept for every value set, not a fixed list, so that a rule read from a table (a new red
+    flag's value set) needs no change here.
+    """
     current: dict[str, list[Evidence]] = {}
     history: dict[str, list[Evidence]] = {}
     for entry in rec.conditions():
         condition = entry.resource
         if not condition_is_history(condition):
             continue
-        is_current = condition_is_current(condition)
         evidence = rec.ev(entry, suspected=condition_is_suspected(condition))
-        for concept in CURRENT_CONCEPTS:
-            if is_current and concept in entry.concepts:
+        if condition_is_current(condition):
+            for concept in sorted(entry.concepts):
                 current.setdefault(concept, []).append(evidence)
         for concept in HISTORY_CONCEPTS:
             if concept in entry.concepts:
                 history.setdefault(concept, []).append(evidence)
-                if is_current and concept not in CURRENT_CONCEPTS:
-                    current.setdefault(concept, []).append(evidence)
     return ({k: tuple(v) for k, v in current.items()}, {k: tuple(v) for k, v in history.items()})
 
 

@@ -7,6 +7,6 @@ Rule ids are those of shared/clinical/rules.md. Each rule returns ``Finding``s n
 from __future__ import annotations
 
 from .base import Finding, Suggest, WellsResult
-from .select import evaluate
+from .select import RuleBook, evaluate
 
-__all__ = ["Finding", "Suggest", "WellsResult", "evaluate"]
+__all__ = ["Finding", "RuleBook", "Suggest", "WellsResult", "evaluate"]

@@ -1,69 +1,85 @@
-"""Red flags (rules.md §5): one card listing every flag present, at the highest level.
+"""Red flags (rules.md §5) as a table: the rows live in cards/cards.toml, this module only evaluates them.
+
+One card lists every flag that fires, at the highest indicator. A flag fires when its gate holds and every
+evidence source of any one of its alternatives has evidence; the sources are conditions by value set, local exam
+findings, and three the rules compute (a recent knee injury, severe pain, fever).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from ..facts import Evidence, PatientFacts
 from .base import ACUTE_DAYS, Finding, acute_injuries, within
 
 _INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
-
-
 SEVERE_PAIN = 7  # RF-02: a pain score of 7/10 or more after trauma
 
 
-def red_flags(facts: PatientFacts) -> list[Finding]:
-    flags: list[tuple[str, str, str, tuple[Evidence, ...]]] = []  # (rule, indicator, name, evidence)
+@dataclass(frozen=True)
+class RedFlag:
+    """One row of the red-flag table."""
+
+    id: str
+    name: str
+    indicator: str
+    gate: str  # knee | limb
+    when: tuple[tuple[str, ...], ...]  # alternatives, each a set of evidence sources that must all be present
+    action: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RedFlag:
+        return cls(row["id"], row["name"], row["indicator"], row["gate"], tuple(tuple(a) for a in row["when"]),
+                   row["action"])
+
+
+def _severe_pain(facts: PatientFacts) -> tuple[Evidence, ...]:
+    pain = facts.pain_score
+    severe = [pain.evidence] if pain is not None and pain.score >= SEVERE_PAIN and \
+        within(facts, pain.evidence.when, ACUTE_DAYS) else []
+    severe += [e for e in facts.finding("unable-bear-weight-4-steps") if within(facts, e.when, ACUTE_DAYS)]
+    return tuple(severe)
+
+
+_COMPUTED: dict[str, Callable[[PatientFacts], tuple[Evidence, ...]]] = {
+    "recent-knee-injury": acute_injuries,
+    "severe-pain": _severe_pain,
+    "fever": lambda facts: facts.fever,
+}
+
+
+def evidence_of(facts: PatientFacts, source: str) -> tuple[Evidence, ...]:
+    kind, _, name = source.partition(":")
+    if kind == "condition":
+        return facts.cond(name)
+    if kind == "finding":
+        return facts.finding(name)
+    return _COMPUTED[source](facts)
+
+
+def _fired(facts: PatientFacts, flag: RedFlag) -> tuple[Evidence, ...]:
+    """The evidence of every alternative whose sources are all present (none: the flag does not fire)."""
+    found: list[Evidence] = []
+    for alternative in flag.when:
+        evidence = [evidence_of(facts, source) for source in alternative]
+        if all(evidence):
+            found += [e for group in evidence for e in group]
+    return tuple(found)
+
+
+def red_flags(facts: PatientFacts, table: tuple[RedFlag, ...]) -> list[Finding]:
     local = bool(facts.posterior_knee_pain) or facts.knee_pain_unknown_location
     limb = local or facts.any_knee_pain or bool(facts.leg_signs)
-    if local:
-        injuries = acute_injuries(facts)
-        severe = []
-        pain = facts.pain_score
-        if pain is not None and pain.score >= SEVERE_PAIN and within(facts, pain.evidence.when, ACUTE_DAYS):
-            severe.append(pain.evidence)
-        severe += [e for e in facts.finding("unable-bear-weight-4-steps") if within(facts, e.when, ACUTE_DAYS)]
-        if injuries and severe:
-            flags.append(("RF-02", "warning", "Severe pain after a knee injury", injuries + tuple(severe)))
-        locked = facts.finding("knee-locking") + facts.cond("knee-locking")
-        if locked:
-            flags.append(("RF-03", "critical", "Locked knee", locked))
-        giving_way = facts.cond("knee-giving-way")
-        if giving_way:
-            flags.append(("RF-04", "warning", "Knee giving way", giving_way))
-    if limb:
-        threatened = facts.cond("knee-dislocation") + facts.cond("limb-ischaemia")
-        if threatened:
-            flags.append(("RF-05", "critical", "Threatened limb (cold, pale or pulseless leg, or knee dislocation)",
-                          threatened))
-        septic = facts.cond("septic-arthritis")
-        effusion_fever = facts.cond("knee-effusion") + facts.fever if facts.cond("knee-effusion") and facts.fever \
-            else ()
-        if septic or effusion_fever:
-            flags.append(("RF-06", "critical", "Possible septic arthritis", septic + effusion_fever))
-        compartment = facts.cond("compartment-syndrome")
-        if compartment:
-            flags.append(("RF-07", "critical", "Possible compartment syndrome", compartment))
-    if not flags:
+    gates = {"knee": local, "limb": limb}
+    fired = [(flag, evidence) for flag in table if gates[flag.gate] and (evidence := _fired(facts, flag))]
+    if not fired:
         return []
-    indicator = max((f[1] for f in flags), key=_INDICATOR_RANK.__getitem__)
+    indicator = max((flag.indicator for flag, _ in fired), key=_INDICATOR_RANK.__getitem__)
     lines: list[str] = []
-    actions = []
-    for rule, _, name, evidence in flags:
-        lines.append(f"- **{name}** ({rule}):")
+    for flag, evidence in fired:
+        lines.append(f"- **{flag.name}** ({flag.id}):")
         lines += [f"  - {e.line()}" for e in evidence]
-        actions.append(rule)
-    return [Finding("red-flag", tuple(actions), tuple(lines), facts.painful_side, indicator=indicator,
-                    extra=tuple(RED_FLAG_ACTIONS[r] for r in actions))]
-
-
-RED_FLAG_ACTIONS = {
-    "RF-02": "- Severe pain after injury: assess the same day for fracture or internal injury; Ottawa/Pittsburgh "
-             "decide on radiographs.",
-    "RF-03": "- Locked knee: urgent orthopaedic review; MRI of the knee without contrast.",
-    "RF-04": "- Giving way: orthopaedic referral; MRI to look for ligament or meniscal injury.",
-    "RF-05": "- Threatened limb: emergency vascular or orthopaedic assessment now; after a knee dislocation, "
-             "radiographs, MRI and CT or MR angiography.",
-    "RF-06": "- Possible septic arthritis: same-day assessment and joint aspiration before antibiotics.",
-    "RF-07": "- Possible compartment syndrome: emergency surgical assessment now.",
-}
+    return [Finding("red-flag", tuple(flag.id for flag, _ in fired), tuple(lines), facts.painful_side,
+                    indicator=indicator, extra=tuple(flag.action for flag, _ in fired))]

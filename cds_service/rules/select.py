@@ -4,7 +4,8 @@ modality; one card per other topic; on the order hooks, one appropriateness card
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from ..facts import PatientFacts
 from .base import Finding, gate_posterior
@@ -12,7 +13,7 @@ from .causes import assessment, differential, referred_pain
 from .dvt import SCAN_ADVISED, dvt_findings
 from .imaging import chronic_imaging, cyst_and_vessel_imaging, mechanical_imaging, strain_imaging, trauma_imaging
 from .orders import order_findings
-from .red_flags import red_flags
+from .red_flags import RedFlag, red_flags
 
 DVT_PRECEDENCE = ("dvt-urgent", "dvt-pregnancy", "dvt-postpartum", "dvt-under-18", "dvt-likely",
                   "dvt-likely-repeat-scan", "dvt-likely-after-negative-scan", "dvt-unlikely-positive-d-dimer",
@@ -34,14 +35,27 @@ def _dvt_in_force(candidates: list[Finding]) -> Finding | None:
     return chosen
 
 
-def evaluate(facts: PatientFacts, hook: str, modality_of: dict[str, str]) -> list[Finding]:
+@dataclass(frozen=True)
+class RuleBook:
+    """What the rules read from the card definitions: each imaging card's modality, and the red-flag table."""
+
+    modality_of: dict[str, str]
+    red_flags: tuple[RedFlag, ...]
+
+    @classmethod
+    def from_cards(cls, cards: dict[str, Any]) -> RuleBook:
+        return cls({cid: d["modality"] for cid, d in cards["cards"].items() if "modality" in d},
+                   tuple(RedFlag.from_row(row) for row in cards["red_flags"]))
+
+
+def evaluate(facts: PatientFacts, hook: str, book: RuleBook) -> list[Finding]:
     """All findings for a hook, after the contract's selection.
 
-    ``modality_of`` maps each imaging card id to its modality (from cards.toml), so that only one
-    imaging card per modality is kept.
+    ``book`` maps each imaging card id to its modality (from cards.toml), so that only one imaging card per
+    modality is kept, and carries the red-flag table.
     """
     dvt = _dvt_in_force(dvt_findings(facts))
-    flags = red_flags(facts)
+    flags = red_flags(facts, book.red_flags)
     if hook == "patient-view":
         findings: list[Finding] = []
         if dvt is not None:
@@ -52,7 +66,7 @@ def evaluate(facts: PatientFacts, hook: str, modality_of: dict[str, str]) -> lis
                 chronic_imaging(facts) + strain_imaging(facts)
             seen_modalities: set[str] = set()
             for finding in imaging:
-                modality = modality_of[finding.card_id]
+                modality = book.modality_of[finding.card_id]
                 if modality not in seen_modalities:
                     seen_modalities.add(modality)
                     findings.append(finding)
