@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 FHIR_SERVER_DIR := tests/fhir_server
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +28,15 @@ $(FHIR_SERVER_DIR)/node_modules/.installed: $(FHIR_SERVER_DIR)/package-lock.json
 	else echo "npm not found: FHIR-server tests will be skipped"; fi
 
 # One gunicorn configuration (gunicorn.conf.py) for `make run` and the benchmark; it reads PORT and KNEE_CDS_HOST.
+# Development settings: a fhirServer may be a local FHIR server over http (production allows https and public
+# addresses only); either variable set in the environment wins.
 run: $(VENV)/.run-installed
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py 'cds_service:create_app()'
+	PORT=$(PORT) KNEE_CDS_FHIR_ALLOW_HTTP=$${KNEE_CDS_FHIR_ALLOW_HTTP:-true} \
+	KNEE_CDS_FHIR_ALLOWED_HOSTS=$${KNEE_CDS_FHIR_ALLOWED_HOSTS:-127.0.0.1,localhost,::1} \
+	$(BIN)/gunicorn -c gunicorn.conf.py 'cds_service:create_app()'
 
 test: $(VENV)/.dev-installed $(FHIR_SERVER_DIR)/node_modules/.installed
-	$(BIN)/ruff check cds_service tests bench fhir_examples gunicorn.conf.py
+	$(BIN)/ruff check cds_service tests bench fhir_examples tools gunicorn.conf.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Speed targets live here, not in the tests: service vs a bare Flask app under gunicorn (wrk, server CPU per
@@ -40,8 +44,13 @@ test: $(VENV)/.dev-installed $(FHIR_SERVER_DIR)/node_modules/.installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench
 
+# Mutation check: each named mutation of tools/mutations.py on a scratch copy of the tree must be killed by
+# its tests. About 3 minutes; not part of `make test` or CI.
+mutate: $(VENV)/.dev-installed
+	$(BIN)/python -m tools.mutate
+
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check cds_service tests bench fhir_examples gunicorn.conf.py
+	$(BIN)/ruff check cds_service tests bench fhir_examples tools gunicorn.conf.py
 	$(BIN)/ruff format --check cds_service tests bench fhir_examples
 
 clean:

@@ -147,7 +147,7 @@ def paired_calf_measurements(rec: Record) -> list[WellsItem]:
         if set(sides) == {"left", "right"}:
             (lcm, left), (rcm, right) = sides["left"], sides["right"]
             bigger, entry = ("right", right) if rcm >= lcm else ("left", left)
-            cm = round(abs(rcm - lcm), 1)  # 38.1 - 35.1 is 2.9999999999999964 in floating point
+            cm = round(abs(rcm - lcm), 1)  # 33.8 - 30.8 is 2.9999999999999964 in floating point
             if cm >= CALF_DIFFERENCE_CM:
                 evidence = Evidence(entry.reference, "Calf circumference difference (paired measurements)", when,
                                     bigger, f"{cm:.1f} cm")

@@ -1,0 +1,70 @@
+"""Boundary tables of the knee and red-flag rules (rules.md §3 chronic, §5 red flags), on hand-built facts: each
+threshold or gate just below, at and just above, as the clinician sees it (which card, at which level, offering what).
+
+Expected values are written by hand from shared/clinical/rules.md; the DVT tables are in test_boundaries_dvt.py.
+"Today" is 2026-11-26; the patient is 52, with pain behind the right knee unless a row says otherwise.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cds_service.facts import KneePain, PainScore
+
+from .boundary_kit import CALF_PAIN, WEIGHT_BEARING_XRAY, card_on, ev, pain_behind_knee, patient, shown
+
+# --- chronic = 6 weeks (rules.md §3 "Chronic", K-05, K-14) ------------------------------------------------------------
+# No radiograph and no diagnosis on record: chronic pain gets weight-bearing radiographs first (K-05) and a clinical
+# assessment card (K-14); pain younger than 6 weeks gets neither.
+XRAY_FIRST = (("K-05",), (WEIGHT_BEARING_XRAY,))  # the imaging card: its rules and the order it offers
+ASSESSMENT = (("K-14",),)  # the assessment card: its rules
+CHRONIC = [  # days of pain -> (imaging card, assessment card), None: no such card
+    (41, (None, None)),
+    (42, (XRAY_FIRST, ASSESSMENT)),
+    (43, (XRAY_FIRST, ASSESSMENT)),
+]
+
+
+@pytest.mark.parametrize(("days", "expected"), CHRONIC, ids=[f"{r[0]}d" for r in CHRONIC])
+def test_chronic_pain(days, expected):
+    facts = patient(**pain_behind_knee(days=days))
+    imaging, assessment = card_on(facts, "imaging"), card_on(facts, "assessment")
+    assert (shown(imaging, "rules", "orders"), shown(assessment, "rules")) == expected
+
+
+# --- RF-05 threatened limb: runs with knee pain of any location or with leg signs (G-05 safety gate) ---------------
+ISCHAEMIA = {"limb-ischaemia": (ev("Occlusion of artery of right lower limb", 0),)}
+NO_KNEE_PAIN = {"knee_pain": (), "posterior_knee_pain": (), "pain_onset": None}
+ANTERIOR_PAIN = KneePain(ev("Anterior right knee pain around the patella", 10), "anterior", frozenset())
+RF05 = ("critical", ("RF-05",))  # the red-flag card's indicator and rules
+LIMB_THREAT = [
+    ("leg-signs-no-knee-pain", {**NO_KNEE_PAIN, "leg_signs": (CALF_PAIN,)}, RF05),
+    ("anterior-knee-pain", {**NO_KNEE_PAIN, "knee_pain": (ANTERIOR_PAIN,)}, RF05),
+    ("pain-behind-the-knee", {}, RF05),
+    ("neither", NO_KNEE_PAIN, None),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), [r[1:] for r in LIMB_THREAT], ids=[r[0] for r in LIMB_THREAT])
+def test_limb_threat_gate(changes, expected):
+    flag = card_on(patient(conditions=ISCHAEMIA, **changes), "red-flag")
+    assert shown(flag, "indicator", "rules") == expected
+
+
+# --- RF-02 severe pain after trauma: pain score >= 7/10 with a knee injury in the last 7 days ----------------------
+INJURY = {"knee-injury": (ev("Sprain of right knee", 2),)}
+RF02 = ("warning", ("RF-02",))
+PAIN_AFTER_INJURY = [
+    ("6of10", 6, INJURY, None),
+    ("7of10", 7, INJURY, RF02),
+    ("8of10", 8, INJURY, RF02),
+    ("8of10-no-injury", 8, {}, None),  # severe pain alone is no red flag
+]
+
+
+@pytest.mark.parametrize(("score", "conditions", "expected"), [r[1:] for r in PAIN_AFTER_INJURY],
+                         ids=[r[0] for r in PAIN_AFTER_INJURY])
+def test_severe_pain_after_injury(score, conditions, expected):
+    pain = PainScore(ev("Pain severity 0-10", 0, ref="Observation/pain"), score)
+    flag = card_on(patient(conditions=conditions, pain_score=pain), "red-flag")
+    assert shown(flag, "indicator", "rules") == expected
