@@ -12,12 +12,14 @@ from datetime import UTC, datetime, tzinfo
 import httpx
 from flask import Flask
 
+from . import logs
 from .auth import JwtVerifier, load_issuers, make_jwks_pool
 from .cards import CardBuilder
 from .errors import ConfigurationError
 from .facts import REQUIRED_VALUE_SETS
 from .fhir_client import FhirClient
 from .knowledge import Knowledge, load_knowledge
+from .netguard import HostPolicy
 from .registry import ServiceDefinition, resolve_services
 from .rules import RuleBook
 from .settings import Settings
@@ -61,6 +63,7 @@ def create_app(
     ``clock`` is the one clock (rules' "today", JWT times, feedback stamps); tests inject both."""
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.keep_patient_data_out()
     app = Flask(__name__)
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = 10 * 1024 * 1024
@@ -70,6 +73,7 @@ def create_app(
         clock = (lambda: fixed) if fixed else (lambda: datetime.now(UTC))
     knowledge = load_knowledge(settings.cards_dir, REQUIRED_VALUE_SETS)
     store = FeedbackStore(settings.database_url)
+    store.create_tables()  # once, before workers serve (in gunicorn's master when preloaded)
     verifier = None
     if settings.auth == "jwt":
         if not settings.trusted_issuers:
@@ -84,7 +88,12 @@ def create_app(
         settings=settings,
         knowledge=knowledge,
         validators=Validators.load(),
-        fhir_client=FhirClient(fhir_transport, max_pages=settings.fhir_max_pages),
+        fhir_client=FhirClient(
+            fhir_transport,
+            max_pages=settings.fhir_max_pages,
+            max_bytes=settings.fhir_max_bytes,
+            policy=HostPolicy.from_settings(settings.fhir_allow_http, settings.fhir_allowed_hosts),
+        ),
         store=store,
         clock=clock,
         card_builder=CardBuilder(knowledge),

@@ -8,8 +8,11 @@ The tree (as httpx draws its own)::
     │   ├── Unauthorized            401 login          no client JWT, or one this service does not trust
     │   ├── NotFound                404 not-found      no such CDS service
     │   ├── PreconditionFailed      412 incomplete     required FHIR data cannot be had (CDS Hooks: 412)
-    │   └── UnsupportedMediaType    415 not-supported  the body is not application/json
+    │   ├── PayloadTooLarge         413 too-long       the body is over the size limit (chunked bodies too)
+    │   ├── UnsupportedMediaType    415 not-supported  the body is not application/json
+    │   └── ServiceUnavailable      503 transient      the database is down or too slow: try again later
     ├── FhirFetchError            a FHIR server read failed; prefetch turns it into a 412 or a data gap
+    ├── JsonTooDeep               (validation.py) a JSON text nests deeper than the limit; also a ValueError
     ├── Malformed                 (chart.py) a resource element has the wrong JSON type: the resource is left out
     └── ConfigurationError        settings, trusted issuers or the database are unusable: the service does not start
         └── KnowledgeError          (knowledge.py) card definitions or value sets are missing or break their schema
@@ -70,13 +73,32 @@ class PreconditionFailed(RequestRefused):
     issue_code = "incomplete"
 
 
+class PayloadTooLarge(RequestRefused):
+    """The body is over the size limit, whether it came with a Content-Length or chunked."""
+
+    status = 413
+    issue_code = "too-long"
+
+
 class UnsupportedMediaType(RequestRefused):
     status = 415
     issue_code = "not-supported"
 
 
+class ServiceUnavailable(RequestRefused):
+    """A dependency the call needs (the database) failed or timed out: the client may retry (sent with Retry-After)."""
+
+    status = 503
+    issue_code = "transient"
+
+
 class FhirFetchError(KneeCdsError):
     """A FHIR server fetch failed (timeout, HTTP error, bad payload); never reaches the client as is."""
+
+
+class JsonTooDeep(KneeCdsError, ValueError):
+    """A JSON text nests deeper than the limit: refused before Python's recursive parser sees it. A ValueError,
+    so that callers that already refuse text that is not JSON refuse this too."""
 
 
 class ConfigurationError(KneeCdsError):

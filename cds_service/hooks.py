@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+import time
+from typing import Any
 
-from . import prefetch
-from .errors import NotFound
+from flask import Blueprint, current_app, g, jsonify
+
+from . import logs, prefetch
+from .errors import NotFound, RequestRefused
 from .http import json_body
 from .pipeline import decide
 from .registry import ServiceDefinition, service_by_id
@@ -25,19 +28,53 @@ def known_service(services: tuple[ServiceDefinition, ...], service_id: str) -> S
 def call_service(service_id: str):
     rt = current_app.extensions["knee_cds"]
     service = known_service(rt.services, service_id)
-    body = json_body()
-    check_hook_request(rt.validators, body, service.hook)
-    now = rt.clock()
-    data = prefetch.gather(service, body, rt.fhir_client, rt.settings.fhir_deadline_seconds, now.date(), rt.zone)
-    decision = decide(
-        service.hook,
-        body["context"],
-        data.resources,
-        rt.knowledge,
-        now,
-        gaps=data.gaps,
-        card_builder=rt.card_builder,
-        zone=rt.zone,
-        rule_book=rt.rule_book,
+    started = time.perf_counter()
+    summary: dict[str, Any] = {"status": 500, "topics": [], "read": 0, "left_out": 0, "not_read": 0, "missing": []}
+    body: Any = None
+    try:
+        body = json_body()
+        _redact_for_this_request(body)
+        check_hook_request(rt.validators, body, service.hook)
+        now = rt.clock()
+        data = prefetch.gather(service, body, rt.fhir_client, rt.settings.fhir_deadline_seconds, now.date(), rt.zone)
+        summary.update(read=len(data.resources), missing=[gap.key for gap in data.gaps])
+        decision = decide(
+            service.hook,
+            body["context"],
+            data.resources,
+            rt.knowledge,
+            now,
+            gaps=data.gaps,
+            card_builder=rt.card_builder,
+            zone=rt.zone,
+            rule_book=rt.rule_book,
+        )
+        summary.update(status=200, topics=[card["source"]["topic"]["code"] for card in decision.cards],
+                       left_out=len(decision.rejected), not_read=decision.not_read)
+        return jsonify(decision.response())
+    except RequestRefused as exc:
+        summary["status"] = exc.status
+        raise
+    finally:
+        logs.log_hook_call(
+            service=service.id, hook=service.hook,
+            hook_instance=body.get("hookInstance") if isinstance(body, dict) else None,
+            latency_ms=(time.perf_counter() - started) * 1000, **summary,
+        )
+
+
+def _redact_for_this_request(body: Any) -> None:
+    # Until the request is torn down, so that the error handler's log line of a failed call is covered too.
+    context = body.get("context") if isinstance(body, dict) else None
+    authorization = body.get("fhirAuthorization") if isinstance(body, dict) else None
+    g.knee_cds_redacted = logs.start_redacting(
+        context.get("patientId") if isinstance(context, dict) else None,
+        authorization.get("access_token") if isinstance(authorization, dict) else None,
     )
-    return jsonify(decision.response())
+
+
+@bp.teardown_request
+def _stop_redacting(_error: BaseException | None) -> None:
+    secrets = g.pop("knee_cds_redacted", None)
+    if secrets is not None:
+        logs.stop_redacting(secrets)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from .errors import BadRequest, RequestRefused, UnsupportedMediaType, operation_outcome
+from .errors import BadRequest, JsonTooDeep, PayloadTooLarge, RequestRefused, UnsupportedMediaType, operation_outcome
+from .validation import MAX_JSON_DEPTH, load_json
 
 log = logging.getLogger(__name__)
 
+RETRY_AFTER_SECONDS = "5"  # for a 503: the database is down or slow, so a resend soon may succeed
 _ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "not-supported"}
 
 
@@ -23,9 +24,15 @@ def json_body() -> Any:
             f"Content-Type must be application/json, not '{mimetype[:64] or 'none'}'"
         )
     raw = request.get_data(cache=False)
+    limit = request.max_content_length
+    # A chunked body (no Content-Length) is cut at the limit without an error: one more byte means it was larger.
+    if limit is not None and request.content_length is None and len(raw) >= limit and request.environ["wsgi.input"].read(1):
+        raise PayloadTooLarge(f"Body is larger than the {limit // (1024 * 1024)} MB limit", expression="$")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return load_json(raw)
+    except JsonTooDeep:
+        raise BadRequest(f"Body nests deeper than {MAX_JSON_DEPTH} levels", expression="$") from None
+    except ValueError as exc:  # UnicodeDecodeError included
         raise BadRequest(f"Body is not valid JSON: {str(exc)[:120]}", expression="$") from None
 
 
@@ -42,6 +49,8 @@ def render_error(exc: Exception) -> Response:
         response = _error_response(exc.status, exc.to_operation_outcome())
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="cds-services"'
+        elif exc.status == 503:
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
         return response
     if isinstance(exc, HTTPException):  # Flask's own: unknown route, wrong method, body too large
         status = exc.code or 500

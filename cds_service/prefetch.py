@@ -127,7 +127,7 @@ def gather(
             had.unavailable(spec, "not prefetched, and the request names no fhirServer to read it from")
     if jobs:
         token = (body.get("fhirAuthorization") or {}).get("access_token")
-        fetcher = _Fetcher(client, fhir_server, token, Deadline(deadline_seconds), today, zone)
+        fetcher = _Fetcher(client, fhir_server, token, Deadline(deadline_seconds, client.max_bytes), today, zone)
         with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
             outcomes = list(pool.map(fetcher.run, jobs))
         for spec, outcome in outcomes:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
+from .errors import ConfigurationError
+
 
 def _setting(default, env: str, description: str):
     return field(default=default, metadata={"env": env, "description": description})
@@ -31,6 +33,25 @@ class Settings:
     )
     fhir_max_pages: int = _setting(
         20, "KNEE_CDS_FHIR_MAX_PAGES", "Most searchset pages followed for one prefetch key."
+    )
+    fhir_max_bytes: int = _setting(
+        20_000_000,
+        "KNEE_CDS_FHIR_MAX_BYTES",
+        "Most bytes (decompressed) read from FHIR servers for one hook call, all keys and pages; beyond it the key"
+        " being read counts as unavailable.",
+    )
+    fhir_allow_http: bool = _setting(
+        False,
+        "KNEE_CDS_FHIR_ALLOW_HTTP",
+        "'true' to let a request's fhirServer use plain http (local development; make run sets it); otherwise https"
+        " only.",
+    )
+    fhir_allowed_hosts: str | None = _setting(
+        None,
+        "KNEE_CDS_FHIR_ALLOWED_HOSTS",
+        "Comma-separated hosts (* wildcards), addresses or networks (10.2.0.0/16) a fhirServer may name even when they"
+        " resolve to a loopback, private, link-local or other non-public address (make run: 127.0.0.1,localhost,::1);"
+        " unset = public addresses only.",
     )
     now: str | None = _setting(
         None,
@@ -77,7 +98,9 @@ class Settings:
             if raw is None or raw == "":
                 continue
             kind = f.type if isinstance(f.type, str) else f.type.__name__
-            if kind.startswith("float"):
+            if kind.startswith("bool"):
+                values[f.name] = _flag(f.metadata["env"], raw)
+            elif kind.startswith("float"):
                 values[f.name] = float(raw)
             elif kind.startswith("int"):
                 values[f.name] = int(raw)
@@ -93,6 +116,16 @@ class Settings:
 
     def zone(self) -> tzinfo:
         return UTC if self.timezone.upper() == "UTC" else ZoneInfo(self.timezone)
+
+
+def _flag(env: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    # A typo must not silently fall back to either behaviour of a security setting.
+    raise ConfigurationError(f"{env} must be true or false, not {raw!r}")
 
 
 def parse_instant(text: str) -> datetime:

@@ -3,12 +3,21 @@
 SQLite (default) runs in WAL mode with ``synchronous=FULL`` so a committed row survives a crash of
 the process or the machine; PostgreSQL commits are durable by default. Clients resend feedback, so
 each item is stored once, keyed by a hash of its content.
+
+The tables are created once at start-up (``create_tables``), under a lock every process takes, so workers
+starting together on a fresh database do not race. Every database call is bounded in time (connect,
+statement, lock and pool waits), and any database fault is a ``ServiceUnavailable`` (503): a feedback post or
+a JWT replay check fails, and says so, while hook calls, which need no database, go on answering.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,9 +39,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+# A database that is down, or accepts connections and never answers, must cost a request seconds, not the
+# worker: PostgreSQL's connect_timeout counts whole seconds (at least 2); the rest are milliseconds.
+DB_TIMEOUT_SECONDS = 2
+SQLITE_BUSY_TIMEOUT_MS = 5000  # writers queue on SQLite's one write lock; 5 s covers a burst of FULL-sync commits
+# Any fixed 64-bit number, the same in every process: pg_advisory_xact_lock key for creating the tables.
+_SCHEMA_LOCK_KEY = 0x6B6E_6565_6364_7301
 
 metadata = MetaData()
 
@@ -64,9 +83,10 @@ jti_table = Table(
 
 def _sqlite_durability(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
+    # First, so that switching a fresh file to WAL waits for a concurrent switch instead of failing.
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
 
@@ -78,7 +98,22 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_durability)
         return engine
+    if url.startswith("postgresql"):
+        timeout_ms = DB_TIMEOUT_SECONDS * 1000
+        query = make_url(url).query
+        # Defaults only: the URL's own connect_timeout wins, and its options come after (a later -c wins).
+        connect_args: dict[str, Any] = {name: value for name, value in (
+            ("connect_timeout", DB_TIMEOUT_SECONDS),
+            ("tcp_user_timeout", timeout_ms),  # a query the server's host never acknowledges (network gone)
+        ) if name not in query}
+        connect_args["options"] = " ".join(
+            [f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}", *_as_list(query.get("options"))])
+        return create_engine(url, pool_pre_ping=True, pool_timeout=DB_TIMEOUT_SECONDS, connect_args=connect_args)
     return create_engine(url, pool_pre_ping=True)
+
+
+def _as_list(value: str | tuple[str, ...] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 def _dedup_key(service_id: str, item: dict[str, Any]) -> str:
@@ -86,21 +121,75 @@ def _dedup_key(service_id: str, item: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _create_tables_locked(connection: Connection) -> None:
+    """Create the missing tables in one transaction that holds a lock every process takes first: two workers
+    starting on a fresh database would otherwise both see no table and both CREATE it (the second fails)."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+    elif dialect == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # SQLite's write lock; its DDL is transactional
+    metadata.create_all(connection)
+
+
 class FeedbackStore:
     def __init__(self, url: str):
         self.url = url
         self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self._tables_ready = False
 
     @property
     def engine(self) -> Engine:
-        # Created on first use, so each gunicorn worker opens its own connections after the fork.
-        if self._engine is None:
-            self._engine = make_engine(self.url)
-            metadata.create_all(self._engine)
-        return self._engine
+        # Made on first use, so each gunicorn worker opens its own connections after the fork.
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = make_engine(self.url)
+            return self._engine
 
-    def _insert(self, table: Table = feedback_table):
-        dialect = self.engine.dialect.name
+    def create_tables(self) -> bool:
+        """Create the tables if they are missing (at start-up, before workers serve); False if the database
+        cannot be reached, so that hook calls still start and the first store call tries again.
+
+        Runs on a short-lived engine: with a preloaded app this runs in gunicorn's master, and no
+        connection may be inherited by the forked workers.
+        """
+        engine = None
+        try:
+            engine = make_engine(self.url)
+            with engine.connect() as connection, connection.begin():
+                _create_tables_locked(connection)
+        except (SQLAlchemyError, OSError) as exc:  # OSError: a SQLite folder that cannot be made
+            log.error("feedback store unavailable, tables not created (will retry on use): %s", type(exc).__name__)
+            return False
+        finally:
+            if engine is not None:
+                engine.dispose()
+        self._tables_ready = True
+        return True
+
+    @contextmanager
+    def _connection(self, write: bool = False) -> Iterator[Connection]:
+        """A connection (in a transaction when writing); any database fault is a 503, never a 500 or a hang."""
+        try:
+            if not self._tables_ready:  # start-up could not reach the database
+                with self.engine.connect() as connection, connection.begin():
+                    _create_tables_locked(connection)
+                self._tables_ready = True
+            with self.engine.connect() as connection:
+                if write:
+                    with connection.begin():
+                        yield connection
+                else:
+                    yield connection
+        except (SQLAlchemyError, OSError) as exc:  # OSError: a SQLite folder that cannot be made
+            # The first line only: SQLAlchemy appends the statement's parameters, which are the client's feedback.
+            log.error("feedback store error: %s: %s", type(exc).__name__, (str(exc).splitlines() or [""])[0][:200])
+            raise ServiceUnavailable("The feedback store is unavailable; try again later") from None
+
+    @staticmethod
+    def _insert(connection: Connection, table: Table):
+        dialect = connection.dialect.name
         if dialect == "postgresql":
             return pg_insert(table)
         if dialect == "sqlite":
@@ -129,22 +218,22 @@ class FeedbackStore:
                 "outcome_timestamp": item["outcomeTimestamp"],
                 "received_at": received_at,
             }
-        statement = (
-            self._insert()
-            .values(list(rows.values()))
-            .on_conflict_do_nothing(index_elements=["dedup_key"])
-            .returning(feedback_table.c.dedup_key)  # only the rows actually inserted come back
-        )
-        with self.engine.begin() as connection:
+        with self._connection(write=True) as connection:
+            statement = (
+                self._insert(connection, feedback_table)
+                .values(list(rows.values()))
+                .on_conflict_do_nothing(index_elements=["dedup_key"])
+                .returning(feedback_table.c.dedup_key)  # only the rows actually inserted come back
+            )
             inserted = len(connection.execute(statement).fetchall())
         return inserted, len(items) - inserted
 
     def claim_jti(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
         """Record a JWT id as used; False if it was used before (a replay)."""
         key = hashlib.sha256(json.dumps([iss, jti]).encode()).hexdigest()
-        statement = self._insert(jti_table).values(key=key, expires_at=expires_at).on_conflict_do_nothing(
-            index_elements=["key"]).returning(jti_table.c.key)
-        with self.engine.begin() as connection:
+        with self._connection(write=True) as connection:
+            statement = self._insert(connection, jti_table).values(key=key, expires_at=expires_at).on_conflict_do_nothing(
+                index_elements=["key"]).returning(jti_table.c.key)
             connection.execute(delete(jti_table).where(jti_table.c.expires_at < now - 60))
             return bool(connection.execute(statement).fetchall())
 
@@ -152,12 +241,12 @@ class FeedbackStore:
         query = select(func.count()).select_from(feedback_table)
         if service_id:
             query = query.where(feedback_table.c.service_id == service_id)
-        with self.engine.connect() as connection:
+        with self._connection() as connection:
             return int(connection.execute(query).scalar_one())
 
     def rows(self, card_uuid: str) -> list[dict[str, Any]]:
         query = select(feedback_table).where(feedback_table.c.card_uuid == card_uuid)
-        with self.engine.connect() as connection:
+        with self._connection() as connection:
             return [dict(r._mapping) for r in connection.execute(query)]
 
     def dispose(self) -> None:

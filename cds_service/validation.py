@@ -1,18 +1,19 @@
-"""Request checks against the project's JSON Schemas (CDS Hooks 2.0 request, hook contexts, feedback)."""
+"""Request checks: bounded JSON parsing, then the project's JSON Schemas (CDS Hooks 2.0 request, hook contexts, feedback)."""
 
 from __future__ import annotations
 
 import copy
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import best_match
 
-from .errors import BadRequest
+from .errors import BadRequest, JsonTooDeep
 
 HOOKS = ("patient-view", "order-select", "order-sign")
 
@@ -26,6 +27,48 @@ def make_validator(name: str | dict[str, Any]) -> Draft202012Validator:
     schema = load_schema(name) if isinstance(name, str) else name
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+MAX_JSON_DEPTH = 64  # FHIR resources in a CDS Hooks request nest ~15 levels; 10,000 would exhaust Python's stack
+
+_STRING = re.compile(rb'"[^"]*"')
+_CURLY_AS_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
+
+
+def load_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads``, but nesting deeper than ``max_depth`` (or unbalanced brackets) is a ``ValueError`` raised
+    before parsing, and a ``RecursionError`` the parser still meets is one too (never an escaping 500)."""
+    encoding = json.detect_encoding(raw)
+    text = raw.decode(encoding)  # strict, unlike json.loads: UTF-8-encoded surrogates are not Unicode
+    # In UTF-8 no byte of a multi-byte character is a quote, backslash or bracket, so the bytes can be scanned.
+    _check_depth(raw if encoding.startswith("utf-8") else text.encode(), max_depth)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise JsonTooDeep("JSON nests too deeply to read") from None
+
+
+def _check_depth(utf8: bytes, max_depth: int) -> None:
+    """Brackets outside strings, peeled one innermost level a pass; every step in C, a few per cent of the parse."""
+    # Escaped backslashes, then escaped quotes, cannot end a string (each pass only where one occurs).
+    if b"\\\\" in utf8:
+        utf8 = utf8.replace(b"\\\\", b"")
+    if b'\\"' in utf8:
+        utf8 = utf8.replace(b'\\"', b"")
+    # Only quotes and brackets matter. Removing every '""' first keeps the quotes' pairing (it is an empty string, or
+    # the end of one string and the start of the next with no bracket between) and leaves the regex little to do.
+    skeleton = utf8.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    brackets = _STRING.sub(b"", skeleton).translate(_CURLY_AS_SQUARE)
+    for _ in range(max_depth):
+        if not brackets:
+            return
+        peeled = brackets.replace(b"[]", b"")
+        if len(peeled) == len(brackets):
+            raise ValueError("unbalanced brackets")
+        brackets = peeled
+    if brackets:
+        raise JsonTooDeep(f"JSON nests deeper than {max_depth} levels")
 
 
 _RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]+$")
@@ -42,7 +85,27 @@ def plausible_prefetch_value(value: Any) -> bool:
     if type(value) is not dict:
         return False
     resource_type = value.get("resourceType")
-    return type(resource_type) is str and _RESOURCE_TYPE.match(resource_type) is not None
+    if type(resource_type) is not str or _RESOURCE_TYPE.match(resource_type) is None:
+        return False
+    return resource_type != "Bundle" or plausible_bundle(value)
+
+
+def plausible_bundle(bundle: dict[str, Any]) -> bool:
+    """The schema's ``$defs/bundleShape``: the entries, their resources and the paging links have the JSON types
+    the service walks (``"entry": 1`` would otherwise be a TypeError deep in the data step)."""
+    entries = bundle.get("entry", [])
+    links = bundle.get("link", [])
+    if type(entries) is not list or type(links) is not list:
+        return False
+    for entry in entries:
+        if type(entry) is not dict or ("resource" in entry and type(entry["resource"]) is not dict):
+            return False
+    for link in links:
+        if type(link) is not dict:
+            return False
+        if any(name in link and type(link[name]) is not str for name in ("relation", "url")):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -59,25 +122,29 @@ class Validators:
         del envelope["properties"]["prefetch"]["additionalProperties"]
         return cls(
             request=make_validator(envelope),
-            prefetch_value=make_validator({**request["$defs"]["prefetchValue"], "$schema": request["$schema"]}),
+            prefetch_value=make_validator(
+                {**request["$defs"]["prefetchValue"], "$schema": request["$schema"], "$defs": request["$defs"]}),
             contexts={hook: make_validator(f"context-{hook}.schema.json") for hook in HOOKS},
             feedback=make_validator("feedback.schema.json"),
         )
 
 
-def json_path(error: ValidationError, prefix: tuple[str | int, ...] = ()) -> str:
-    """A readable path to the failing element, e.g. ``context.draftOrders.entry[0].resource``."""
+def json_path(parts: Iterable[str | int]) -> str:
+    """A readable path to an element, e.g. ``context.draftOrders.entry[0].resource``."""
     out = ""
-    for part in (*prefix, *error.absolute_path):
+    for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "$"
 
 
 def _raise_first(validator: Draft202012Validator, document: Any, prefix: tuple[str | int, ...] = ()) -> None:
-    error = best_match(validator.iter_errors(document))
+    try:
+        error = best_match(validator.iter_errors(document))
+    except RecursionError:  # the depth limit keeps this away; should it ever not, a client error is never a 500
+        raise BadRequest("Request nests too deeply to check", expression=json_path(prefix)) from None
     if error is None:
         return
-    path = json_path(error, prefix)
+    path = json_path((*prefix, *error.absolute_path))
     # A missing property is reported on its parent; name the property itself.
     if error.validator in ("required", "dependentRequired"):
         missing = error.message.split("'")[1] if "'" in error.message else ""

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +41,13 @@ def load_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+# The test FHIR servers listen on loopback over http: allowed here as `make run` allows them, never by default.
+LOCAL_FHIR = {"fhir_allow_http": True, "fhir_allowed_hosts": "127.0.0.1,localhost"}
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url=f"sqlite:///{tmp_path / 'feedback.sqlite3'}", now="2026-11-20")
+    return Settings(database_url=f"sqlite:///{tmp_path / 'feedback.sqlite3'}", now="2026-11-20", **LOCAL_FHIR)
 
 
 @pytest.fixture
@@ -155,3 +163,61 @@ def fresh_paging_fhir_server(paging_fhir_server):
     """The paging FHIR server emptied, with no token required, no failures and no requests counted."""
     paging_fhir_server.reset()
     return paging_fhir_server
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 whose every connection is handed to ``handler(server, socket)`` in its own thread: for
+    FHIR servers that misbehave below HTTP (silent, trickling, endless, not HTTP at all). Counts what it saw."""
+
+    def __init__(self, handler: Callable[[RawServer, socket.socket], None]):
+        self._handler = handler
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.connections = 0
+        self.received = b""
+        self.sent = 0
+        self._stopped = threading.Event()
+
+    def __enter__(self) -> RawServer:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        self._listener.close()
+
+    def send(self, conn: socket.socket, data: bytes) -> bool:
+        """Send and count; False once the service has hung up (or the test is over)."""
+        if self._stopped.is_set():
+            return False
+        try:
+            conn.sendall(data)
+        except OSError:
+            return False
+        self.sent += len(data)
+        return True
+
+    def read_request(self, conn: socket.socket) -> bytes:
+        data = b""
+        conn.settimeout(5)
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        self.received += data
+        return data
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # the service hanging up is the point of most of these tests
+            self._handler(self, conn)

@@ -16,8 +16,10 @@ from cds_service.errors import (
     FhirFetchError,
     KneeCdsError,
     NotFound,
+    PayloadTooLarge,
     PreconditionFailed,
     RequestRefused,
+    ServiceUnavailable,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -25,6 +27,8 @@ from cds_service.errors import (
 # HTTP status and FHIR IssueType code each refusal must reach the client with (CDS Hooks 2.0; FHIR R4 IssueType).
 REFUSALS = {
     BadRequest: (400, "invalid"),
+    PayloadTooLarge: (413, "too-long"),
+    ServiceUnavailable: (503, "transient"),
     Unauthorized: (401, "login"),
     NotFound: (404, "not-found"),
     PreconditionFailed: (412, "incomplete"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -112,8 +113,6 @@ def test_feedback_for_an_unknown_service_is_a_404(client):
 
 def test_the_spec_feedback_examples_are_accepted(client):
     spec = (ARTIFACTS / "spec-text" / "cds-hooks-2.0.1-index.md").read_text(encoding="utf-8")
-    import json
-
     examples = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", spec, re.S) if '"feedback"' in b]
     assert len(examples) == 3
     for body in examples:
@@ -150,3 +149,59 @@ def test_a_client_jwt_id_can_be_used_once_and_expired_ids_are_forgotten(feedback
     assert store.claim_jti("https://other.example.org", jti, expires_at=1000.0, now=950.0) is True
     # Long after expiry the row is cleaned up (the token itself is refused by its exp by then).
     assert store.claim_jti("https://ehr.example.org", jti, expires_at=5000.0, now=4000.0) is True
+
+
+# --- text no database can store, and timestamps that are not FHIR instants (issue 8, item 6) --------------
+
+def _overridden(**changes) -> dict:
+    item = {"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": TS,
+            "overrideReason": {"reason": {"system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
+                                          "code": "does-not-align-preferences", "display": "Patient preference"},
+                               "userComment": "Patient prefers to wait"}}
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        target = item
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return item
+
+
+UNSTORABLE = [
+    ("lone surrogate in the comment", {"overrideReason__userComment": "wait \ud800 please"},
+     "feedback[0].overrideReason.userComment"),
+    ("lone low surrogate in the reason display", {"overrideReason__reason__display": "pref\udfffer"},
+     "feedback[0].overrideReason.reason.display"),
+    ("NUL in the comment", {"overrideReason__userComment": "wait\x00please"}, "feedback[0].overrideReason.userComment"),
+    ("NUL in the card", {"card": "card\x001"}, "feedback[0].card"),
+    ("RFC 3339 but 73 characters", {"outcomeTimestamp": "2026-11-20T10:05:31." + "0" * 51 + "1Z"},
+     "feedback[0].outcomeTimestamp"),
+    ("a fraction finer than nanoseconds", {"outcomeTimestamp": "2026-11-20T10:05:31.1234567891Z"},
+     "feedback[0].outcomeTimestamp"),
+    ("30 February", {"outcomeTimestamp": "2026-02-30T10:05:31Z"}, "feedback[0].outcomeTimestamp"),
+    ("no time zone", {"outcomeTimestamp": "2026-11-20T10:05:31"}, "feedback[0].outcomeTimestamp"),
+]
+
+
+@pytest.mark.parametrize(("label", "changes", "path"), UNSTORABLE, ids=[u[0] for u in UNSTORABLE])
+def test_feedback_a_database_cannot_store_is_a_400_naming_the_field(feedback_app, label, changes, path):
+    item = _overridden(**changes)
+    store = feedback_app.extensions["knee_cds"].store
+    before = store.count()  # the PostgreSQL database is shared with the other tests
+    # json= would refuse to encode a lone surrogate; a client sends it as a \u escape.
+    response = feedback_app.test_client().post("/cds-services/posterior-knee-pain/feedback",
+                                               data=json.dumps({"feedback": [item]}), content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["issue"][0]["expression"] == [path]
+    assert store.count() == before
+
+
+def test_an_instant_with_nanoseconds_and_an_offset_is_stored_as_sent(feedback_app):
+    item = _overridden(outcomeTimestamp="2026-11-20T11:05:31.123456789+01:00",
+                       overrideReason__userComment="Patient prefers to wait 😊 (ünd später)")
+    response = feedback_app.test_client().post("/cds-services/posterior-knee-pain/feedback",
+                                               data=json.dumps({"feedback": [item]}), content_type="application/json")
+    assert response.status_code == 200
+    row = feedback_app.extensions["knee_cds"].store.rows(item["card"])[0]
+    assert row["outcome_timestamp"] == "2026-11-20T11:05:31.123456789+01:00"
+    assert row["user_comment"] == "Patient prefers to wait 😊 (ünd später)"

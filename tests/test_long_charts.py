@@ -15,7 +15,7 @@ import pytest
 from cds_service import Settings, create_app
 from fhir_examples.synthea import QUIET_PATIENT_IDS, SCENARIOS, merge_scenario, synthea_chart
 
-from .conftest import example_request
+from .conftest import LOCAL_FHIR, example_request
 
 TODAY = date(2026, 11, 20)
 
@@ -30,7 +30,7 @@ def long_chart() -> list[dict[str, Any]]:
 
 def _app(tmp_path, deadline: float = 2.0):
     return create_app(Settings(database_url=f"sqlite:///{tmp_path / 'f.db'}", now=TODAY.isoformat(),
-                               fhir_deadline_seconds=deadline))
+                               fhir_deadline_seconds=deadline, **LOCAL_FHIR))
 
 
 def _request(chart: list[dict[str, Any]], server_base: str) -> dict[str, Any]:

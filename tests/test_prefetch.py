@@ -154,7 +154,7 @@ def test_a_fhir_timeout_on_required_data_is_412(settings, full_body):
     full_body["prefetch"].pop("observations")
     response = _call(settings, full_body, timeout)
     assert response.status_code == 412
-    assert "timed out" in response.get_json()["issue"][0]["diagnostics"]
+    assert "did not answer within the deadline" in response.get_json()["issue"][0]["diagnostics"]
 
 
 def test_a_prefetched_bundle_with_more_pages_is_completed_from_the_server(settings, full_body):
