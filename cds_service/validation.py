@@ -32,6 +32,7 @@ def make_validator(name: str | dict[str, Any]) -> Draft202012Validator:
 MAX_JSON_DEPTH = 64  # FHIR resources in a CDS Hooks request nest ~15 levels; 10,000 would exhaust Python's stack
 
 _STRING = re.compile(rb'"[^"]*"')
+_ESCAPE = re.compile(rb"\\.", re.S)
 _CURLY_AS_SQUARE = bytes.maketrans(b"{}", b"[]")
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
 
@@ -51,11 +52,10 @@ def load_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
 
 def _check_depth(utf8: bytes, max_depth: int) -> None:
     """Brackets outside strings, peeled one innermost level a pass; every step in C, a few per cent of the parse."""
-    # Escaped backslashes, then escaped quotes, cannot end a string (each pass only where one occurs).
-    if b"\\\\" in utf8:
-        utf8 = utf8.replace(b"\\\\", b"")
-    if b'\\"' in utf8:
-        utf8 = utf8.replace(b'\\"', b"")
+    # An escape (a backslash and the character after it) cannot end a string: drop them all, in one regex pass
+    # that only stops where a backslash is.
+    if b"\\" in utf8:
+        utf8 = _ESCAPE.sub(b"", utf8)
     # Only quotes and brackets matter. Removing every '""' first keeps the quotes' pairing (it is an empty string, or
     # the end of one string and the start of the next with no bracket between) and leaves the regex little to do.
     skeleton = utf8.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
