@@ -57,46 +57,42 @@ def _age_date(age: dict[str, Any], birth: date | None) -> date | None:
     return birth + timedelta(days=float(value) * days)
 
 
+# rules.md G-11: where each type's clinical date is, in order; the first present wins.
+_DATE_ELEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "Observation": (("instant", "effectiveDateTime"), ("period", "effectivePeriod"), ("instant", "effectiveInstant"),
+                    ("instant", "issued")),
+    "Condition": (("instant", "onsetDateTime"), ("period", "onsetPeriod"), ("age", "onsetAge"),
+                  ("instant", "onsetString"), ("instant", "recordedDate")),
+    "Procedure": (("instant", "performedDateTime"), ("period", "performedPeriod")),
+    "MedicationRequest": (("instant", "authoredOn"),),
+    "ServiceRequest": (("instant", "authoredOn"),),
+    "Encounter": (("period", "period"),),
+}
+_DATE_ELEMENTS["DiagnosticReport"] = _DATE_ELEMENTS["Observation"]
+_NO_DATE: tuple[date | None, date | None, datetime | None] = (None, None, None)
+
+
 def clinical_dates(rtype: str, raw: dict[str, Any], zone: tzinfo, today: date,
                    birth: date | None) -> tuple[date | None, date | None, datetime | None]:
-    """(clinical date, recency date, instant) in the order rules.md G-11 gives for each type."""
-    def instant(key: str) -> tuple[date | None, date | None, datetime | None] | None:
-        parsed = parse_fhir_date(raw.get(key), zone)
-        return (parsed[0], parsed[0], parsed[1]) if parsed else None
+    """(clinical date, recency date, instant) in the order rules.md G-11 gives for each type.
 
-    if rtype in ("Observation", "DiagnosticReport"):
-        found = instant("effectiveDateTime")
-        if found:
-            return found
-        period = _period(raw, "effectivePeriod", zone, today)
-        if period:
-            return period[0], period[1], None
-        return instant("effectiveInstant") or instant("issued") or (None, None, None)
-    if rtype == "Condition":
-        found = instant("onsetDateTime")
-        if found:
-            return found
-        period = _period(raw, "onsetPeriod", zone, today)
-        if period:
-            return period[0], period[1], None
-        if raw.get("onsetAge") is not None:
-            onset = _age_date(_element(raw, "onsetAge"), birth)
+    A period counts by its start as the clinical date and by its end (today while open) for recency windows;
+    an onsetString counts only when it parses as a date; an onsetAge is added to the birth date.
+    """
+    for kind, element in _DATE_ELEMENTS.get(rtype, ()):
+        if kind == "instant":
+            parsed = parse_fhir_date(raw.get(element), zone)
+            if parsed:
+                return parsed[0], parsed[0], parsed[1]
+        elif kind == "period":
+            period = _period(raw, element, zone, today)
+            if period:
+                return period[0], period[1], None
+        elif raw.get(element) is not None:  # an age
+            onset = _age_date(_element(raw, element), birth)
             if onset is not None:
                 return onset, onset, None
-        found = instant("onsetString")
-        return found or instant("recordedDate") or (None, None, None)
-    if rtype == "Procedure":
-        found = instant("performedDateTime")
-        if found:
-            return found
-        period = _period(raw, "performedPeriod", zone, today)
-        return (period[0], period[1], None) if period else (None, None, None)
-    if rtype in ("MedicationRequest", "ServiceRequest"):
-        return instant("authoredOn") or (None, None, None)
-    if rtype == "Encounter":
-        period = _period(raw, "period", zone, today)
-        return (period[0], period[1], None) if period else (None, None, None)
-    return None, None, None
+    return _NO_DATE
 
 
 def with_zones(value: Any, zone: tzinfo, key: str = "") -> Any:
