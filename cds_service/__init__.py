@@ -78,6 +78,9 @@ def create_app(
     if settings.auth == "jwt":
         if not settings.trusted_issuers:
             raise ConfigurationError("KNEE_CDS_AUTH=jwt needs KNEE_CDS_TRUSTED_ISSUERS (the trusted-issuer file)")
+        if not settings.public_base_url:
+            # aud must name this service as its clients call it; Host and X-Forwarded-* are the client's to set.
+            raise ConfigurationError("KNEE_CDS_AUTH=jwt needs KNEE_CDS_PUBLIC_BASE_URL (the URL clients call, for the JWT aud)")
         verifier = JwtVerifier(load_issuers(settings.trusted_issuers), clock=clock,
                                jwks_pool=make_jwks_pool(fhir_transport), claim=store.claim_jti)
     elif settings.auth != "off":

@@ -72,7 +72,8 @@ def init_app(app: Flask) -> None:
         # Preflights carry no credentials by design; everything under /cds-services needs the JWT.
         if runtime.verifier is None or request.method == "OPTIONS" or not request.path.startswith("/cds-services"):
             return
-        base = (runtime.settings.public_base_url or request.host_url).rstrip("/")
+        # Never the request's Host or X-Forwarded-*: create_app refuses KNEE_CDS_AUTH=jwt without the setting.
+        base = (runtime.settings.public_base_url or "").rstrip("/")
         runtime.verifier.verify(request.headers.get("Authorization"), audience=base + request.path)
 
     app.register_error_handler(Exception, render_error)

@@ -86,7 +86,7 @@ class Settings:
     public_base_url: str | None = _setting(
         None,
         "KNEE_CDS_PUBLIC_BASE_URL",
-        "Base URL clients call (e.g. https://cds.example.org), for the JWT aud check; unset = the request's host.",
+        "Base URL clients call (e.g. https://cds.example.org), for the JWT aud check; required with KNEE_CDS_AUTH=jwt.",
     )
 
     @classmethod

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from cds_service import Settings, create_app
+from cds_service.auth import TOKEN_NOT_ACCEPTED
 from cds_service.errors import ConfigurationError
 
 from .conftest import example_request
@@ -25,7 +26,7 @@ ISS = "https://ehr.example.org"
 ALLOWED_JKU = "https://ehr.example.org/.well-known/jwks.json"
 REMOTE_ISS = "https://remote.example.org"
 REMOTE_JWKS_URL = "https://remote.example.org/jwks.json"
-BASE = "http://localhost"
+BASE = "https://cds.example.org"  # KNEE_CDS_PUBLIC_BASE_URL; the test client calls http://localhost
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # what KNEE_CDS_NOW=2026-11-20 means: midday UTC
 T = int(NOW.timestamp())
 
@@ -48,10 +49,12 @@ class JwksEndpoints(httpx.MockTransport):
 
     def __init__(self, jwks: dict):
         self.asked: list[str] = []
+        self.timeouts: list[dict] = []
         self.closed = 0
 
         def answer(request: httpx.Request) -> httpx.Response:
             self.asked.append(str(request.url))
+            self.timeouts.append(request.extensions["timeout"])
             return httpx.Response(200, json=jwks)
 
         super().__init__(answer)
@@ -68,7 +71,8 @@ def jwks_endpoints(keys):
 @pytest.fixture
 def issuers_file(tmp_path, keys):
     issuers = {"issuers": [
-        {"iss": ISS, "jwks": {"keys": [_jwk(keys["ec"], "ec-1")]}, "jku": [ALLOWED_JKU]},
+        {"iss": ISS, "jwks": {"keys": [_jwk(keys["ec"], "ec-1"), _jwk(keys["rsa"], "rsa-inline")]},
+         "jku": [ALLOWED_JKU]},
         {"iss": REMOTE_ISS, "jwks_url": REMOTE_JWKS_URL},
     ]}
     path = tmp_path / "issuers.json"
@@ -79,7 +83,7 @@ def issuers_file(tmp_path, keys):
 @pytest.fixture
 def settings(tmp_path, issuers_file):
     return Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}", now="2026-11-20", auth="jwt",
-                    trusted_issuers=str(issuers_file))
+                    trusted_issuers=str(issuers_file), public_base_url=BASE)
 
 
 @pytest.fixture
@@ -105,7 +109,7 @@ def app(make_app):
 def token(key, kid="ec-1", alg="ES384", aud=f"{BASE}/cds-services", iss=ISS, iat=T, exp=T + 300, jti=None,
           **headers) -> str:
     claims = {"iss": iss, "aud": aud, "iat": iat, "exp": exp, "jti": jti or str(uuid.uuid4())}
-    return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid, "typ": "JWT", **headers})
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid, "typ": "JWT", **headers})  # typ=None drops it
 
 
 def _get(app, tok: str | None, path="/cds-services"):
@@ -115,6 +119,12 @@ def _get(app, tok: str | None, path="/cds-services"):
 
 def _diagnostics(response) -> str:
     return response.get_json()["issue"][0]["diagnostics"]
+
+
+def _refused(response, caplog, reason: str) -> bool:
+    """401 saying only "not accepted" to the client, with the reason in the service log."""
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "cds_service.auth")
+    return response.status_code == 401 and _diagnostics(response) == TOKEN_NOT_ACCEPTED and reason in logged
 
 
 def test_a_valid_client_jwt_is_accepted(app, keys):
@@ -184,25 +194,25 @@ EXP_TABLE = [(-31, 401), (-30, 401), (-29, 200)]  # exp - now, in seconds
 
 
 @pytest.mark.parametrize(("ahead", "status"), IAT_TABLE, ids=[f"iat=now{a:+d}s" for a, _ in IAT_TABLE])
-def test_a_token_issued_in_the_future_beyond_the_leeway_is_refused(make_app, keys, ahead, status):
+def test_a_token_issued_in_the_future_beyond_the_leeway_is_refused(make_app, keys, ahead, status, caplog):
     now = NOW + timedelta(days=3)  # an injected clock, neither KNEE_CDS_NOW nor the machine's
     app = make_app(clock=lambda: now)
     at = int(now.timestamp())
     response = _get(app, token(keys["ec"], iat=at + ahead, exp=at + 300))
     assert response.status_code == status
     if status == 401:
-        assert "future" in _diagnostics(response)
+        assert _refused(response, caplog, "future")
 
 
 @pytest.mark.parametrize(("after", "status"), EXP_TABLE, ids=[f"exp=now{a:+d}s" for a, _ in EXP_TABLE])
-def test_a_token_expired_beyond_the_leeway_is_refused(make_app, keys, after, status):
+def test_a_token_expired_beyond_the_leeway_is_refused(make_app, keys, after, status, caplog):
     now = NOW + timedelta(days=3)
     app = make_app(clock=lambda: now)
     at = int(now.timestamp())
     response = _get(app, token(keys["ec"], iat=at - 600, exp=at + after))
     assert response.status_code == status
     if status == 401:
-        assert "expired" in _diagnostics(response)
+        assert _refused(response, caplog, "expired")
 
 
 def test_the_clock_is_read_on_every_call(make_app, keys):
@@ -213,11 +223,9 @@ def test_the_clock_is_read_on_every_call(make_app, keys):
     assert _get(app, token(keys["ec"], exp=T + 60)).status_code == 401
 
 
-def test_a_jku_off_the_allowlist_is_refused_though_its_url_would_serve_the_key(app, keys, jwks_endpoints):
+def test_a_jku_off_the_allowlist_is_refused_though_its_url_would_serve_the_key(app, keys, jwks_endpoints, caplog):
     evil = token(keys["rsa"], kid="rsa-1", alg="RS384", jti="same", jku="https://evil.example.org/jwks.json")
-    response = _get(app, evil)
-    assert response.status_code == 401
-    assert "jku" in _diagnostics(response)
+    assert _refused(_get(app, evil), caplog, "jku 'https://evil.example.org/jwks.json' is not on the allowlist")
     assert jwks_endpoints.asked == []  # refused before any fetch
     # The same token naming the allow-listed jku gets its key through the same transport.
     allowed = token(keys["rsa"], kid="rsa-1", alg="RS384", jti="same", jku=ALLOWED_JKU)
@@ -268,7 +276,7 @@ def test_a_jwk_set_is_fetched_over_real_http(tmp_path, keys, loopback_jwks):
     path = tmp_path / "loopback-issuers.json"
     path.write_text(json.dumps({"issuers": [{"iss": REMOTE_ISS, "jwks_url": loopback_jwks}]}))
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'l.db'}", now="2026-11-20", auth="jwt",
-                              trusted_issuers=str(path)))
+                              trusted_issuers=str(path), public_base_url=BASE))
     try:
         assert _get(app, token(keys["rsa"], kid="rsa-1", alg="RS384", iss=REMOTE_ISS)).status_code == 200
     finally:
@@ -283,7 +291,14 @@ def test_cors_preflight_needs_no_token(app):
 
 def test_jwt_mode_without_an_issuer_file_refuses_to_start(tmp_path):
     with pytest.raises(ConfigurationError, match="KNEE_CDS_TRUSTED_ISSUERS"):
-        create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", auth="jwt"))
+        create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", auth="jwt", public_base_url=BASE))
+
+
+def test_jwt_mode_without_a_public_base_url_refuses_to_start(tmp_path, issuers_file):
+    # Without it, aud would have to come from the request's Host / X-Forwarded-* headers, which a client sets.
+    with pytest.raises(ConfigurationError, match="KNEE_CDS_PUBLIC_BASE_URL"):
+        create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", auth="jwt",
+                            trusted_issuers=str(issuers_file)))
 
 
 def test_the_example_issuer_file_loads():
@@ -310,5 +325,139 @@ def test_the_in_memory_guard_alone_still_refuses_replays(keys):
     verifier = JwtVerifier({ISS: TrustedIssuer(ISS, {"keys": [_jwk(keys["ec"], "ec-1")]})}, clock=lambda: NOW)
     tok = token(keys["ec"], jti="mem-once")
     verifier.verify(f"Bearer {tok}", f"{BASE}/cds-services")
-    with pytest.raises(Unauthorized, match="replay"):
+    with pytest.raises(Unauthorized, match=TOKEN_NOT_ACCEPTED):
         verifier.verify(f"Bearer {tok}", f"{BASE}/cds-services")
+
+
+FORWARDED = {"Host": "other.example.org", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "other.example.org"}
+
+
+def test_aud_is_the_configured_base_url_whatever_host_the_request_claims(app, keys, caplog):
+    # A token minted for another service is not replayable here by pretending to be that service's host.
+    client = app.test_client()
+    foreign = token(keys["ec"], aud="https://other.example.org/cds-services")
+    response = client.get("/cds-services", headers={"Authorization": f"Bearer {foreign}", **FORWARDED})
+    assert _refused(response, caplog, "aud")
+    ours = token(keys["ec"])
+    assert client.get("/cds-services", headers={"Authorization": f"Bearer {ours}", **FORWARDED}).status_code == 200
+
+
+# Each a key the issuer trusts, named by a header whose alg is for another kind of key (or another curve).
+MISMATCHES = {
+    "ES384 naming an RSA key": ("rsa-inline", "ES384", "rsa"),
+    "RS384 naming an EC key": ("ec-1", "RS384", "ec"),
+    "PS256 naming an EC key": ("ec-1", "PS256", "ec"),
+    "ES256 naming a P-384 key": ("ec-1", "ES256", "p256"),
+    "ES512 naming a P-384 key": ("ec-1", "ES512", "p521"),
+}
+
+
+@pytest.mark.parametrize("case", MISMATCHES)
+def test_an_alg_that_does_not_fit_the_kids_key_is_a_401(app, keys, case, caplog):
+    kid, alg, signer = MISMATCHES[case]
+    signing_key = {"rsa": keys["rsa"], "ec": keys["ec"], "p256": ec.generate_private_key(ec.SECP256R1()),
+                   "p521": ec.generate_private_key(ec.SECP521R1())}[signer]
+    # PyJWT signs with whatever key it is given for the alg; sign ES384 with an EC key, RS384 with RSA.
+    if alg.startswith("ES") and signer == "rsa":
+        signing_key = keys["ec"]
+    if alg[:2] in ("RS", "PS"):
+        signing_key = keys["rsa"]
+    response = _get(app, token(signing_key, kid=kid, alg=alg))
+    assert _refused(response, caplog, f"alg {alg} does not fit key {kid!r}")
+
+
+def test_a_key_whose_jwk_names_another_alg_is_refused(tmp_path, keys, jwks_endpoints, caplog):
+    path = tmp_path / "alg-pinned.json"
+    pinned = {**_jwk(keys["ec"], "ec-1"), "alg": "ES256"}  # a P-384 key pinned to ES256 by its issuer
+    path.write_text(json.dumps({"issuers": [{"iss": ISS, "jwks": {"keys": [pinned]}}]}))
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'p.db'}", now="2026-11-20", auth="jwt",
+                              trusted_issuers=str(path), public_base_url=BASE), fhir_transport=jwks_endpoints)
+    try:
+        assert _refused(_get(app, token(keys["ec"])), caplog, "not a public ES384 signing key")
+    finally:
+        app.extensions["knee_cds"].close()
+
+
+PYJWT_ERROR_NAMES = ("Error", "DecodeError", "InvalidAudience", "InvalidSignature", "InvalidKey", "MissingRequired",
+                     "ImmatureSignature", "ExpiredSignature", "InvalidIssuer", "InvalidAlgorithm")
+
+
+@pytest.mark.parametrize("case", ["garbage", "bad-header-json", "bad-signature", "wrong-aud", "no-jti", "no-exp",
+                                  "unknown-kid", "alg-none", "replay"])
+def test_a_refused_token_is_told_only_that_it_was_not_accepted(app, keys, case, caplog):
+    claims = {"iss": ISS, "aud": f"{BASE}/cds-services", "iat": T, "exp": T + 60}
+    tok = {
+        "garbage": "not.a.jwt",
+        "bad-header-json": "eyJhbGciOiJFUzM4NCIsImtpZCI6.eyJ9.c2ln",
+        "bad-signature": token(keys["ec"])[:-8] + "AAAAAAAA",
+        "wrong-aud": token(keys["ec"], aud="https://cds.example.org/elsewhere"),
+        "no-jti": jwt.encode(claims, keys["ec"], algorithm="ES384", headers={"kid": "ec-1"}),
+        "no-exp": jwt.encode({**claims, "exp": None, "jti": "j"}, keys["ec"], algorithm="ES384", headers={"kid": "ec-1"}),
+        "unknown-kid": token(keys["ec"], kid="nope"),
+        "alg-none": jwt.encode({**claims, "jti": "j"}, None, algorithm="none", headers={"kid": "ec-1"}),
+        "replay": token(keys["ec"], jti="twice"),
+    }[case]
+    if case == "replay":
+        assert _get(app, tok).status_code == 200
+    caplog.clear()
+    response = _get(app, tok)
+    assert response.status_code == 401
+    assert response.get_json()["issue"] == [{"severity": "error", "code": "login", "diagnostics": TOKEN_NOT_ACCEPTED}]
+    logged = [r.getMessage() for r in caplog.records if r.name == "cds_service.auth"]
+    assert logged and logged[0].startswith("client JWT refused: ")  # the operator learns why
+    everything_logged = " ".join(r.getMessage() for r in caplog.records)
+    assert tok not in everything_logged
+    assert not tok.split(".")[2] or tok.split(".")[2] not in everything_logged
+    assert not any(name in logged[0] for name in PYJWT_ERROR_NAMES)
+
+
+@pytest.mark.parametrize(("typ", "status"), [("JWT", 200), (None, 200), ("at+jwt", 401), ("JWS", 401), ("jwt", 401)])
+def test_typ_must_be_jwt_when_present(app, keys, typ, status):
+    tok = token(keys["ec"], typ=typ)  # typ None: PyJWT leaves the header out, as a client may
+    assert ("typ" in jwt.get_unverified_header(tok)) is (typ is not None)
+    assert _get(app, tok).status_code == status
+
+
+# PyJWT refuses a jti that is not a string; an empty or blank one is this service's check.
+@pytest.mark.parametrize(("jti", "reason"), [("", "jti is not a non-empty string"), ("   ", "jti is not a non-empty string"),
+                                             (7, "JWT ID must be a string"), (["a"], "JWT ID must be a string")])
+def test_jti_must_be_a_non_empty_string(app, keys, jti, reason, caplog):
+    claims = {"iss": ISS, "aud": f"{BASE}/cds-services", "iat": T, "exp": T + 60, "jti": jti}
+    tok = jwt.encode(claims, keys["ec"], algorithm="ES384", headers={"kid": "ec-1", "typ": "JWT"})
+    assert _refused(_get(app, tok), caplog, reason)
+
+
+def test_an_inline_key_is_used_without_fetching_the_allowed_jku(app, keys, jwks_endpoints):
+    # The CDS Hooks Sandbox always names its jku; with its key configured inline, no fetch (works offline).
+    assert _get(app, token(keys["ec"], jku=ALLOWED_JKU)).status_code == 200
+    assert jwks_endpoints.asked == []
+
+
+def test_an_unknown_kid_fetches_the_allowed_jku_once_with_a_timeout(make_app, keys, jwks_endpoints):
+    clock = {"now": NOW}
+    app = make_app(clock=lambda: clock["now"])
+    for _ in range(2):
+        assert _get(app, token(keys["rsa"], kid="rsa-1", alg="RS384", jku=ALLOWED_JKU)).status_code == 200
+    assert jwks_endpoints.asked == [ALLOWED_JKU]  # cached
+    assert jwks_endpoints.timeouts[0] == {"connect": 2.0, "read": 2.0, "write": 2.0, "pool": 2.0}
+    # A kid the cached set lacks (say, made up) is refused without a fetch within the minute...
+    assert _get(app, token(keys["rsa"], kid="rsa-2", alg="RS384", jku=ALLOWED_JKU)).status_code == 401
+    assert jwks_endpoints.asked == [ALLOWED_JKU]
+    # ...and after it, looked for once more (the issuer may have rotated its keys).
+    clock["now"] = NOW + timedelta(seconds=61)
+    at = int(clock["now"].timestamp())
+    assert _get(app, token(keys["rsa"], kid="rsa-2", alg="RS384", jku=ALLOWED_JKU, iat=at, exp=at + 60)).status_code == 401
+    assert jwks_endpoints.asked == [ALLOWED_JKU, ALLOWED_JKU]
+
+
+def test_a_jwk_set_that_cannot_be_fetched_is_a_401_and_not_retried_at_once(make_app, keys):
+    tries = []
+
+    def time_out(request: httpx.Request) -> httpx.Response:
+        tries.append(str(request.url))
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    app = make_app(transport=httpx.MockTransport(time_out))
+    for _ in range(3):
+        assert _get(app, token(keys["rsa"], kid="rsa-1", alg="RS384", jku=ALLOWED_JKU)).status_code == 401
+    assert tries == [ALLOWED_JKU]

@@ -21,7 +21,8 @@ def test_creating_the_app_opens_no_http_pool_and_no_database_connection(settings
     issuers = tmp_path / "issuers.json"
     issuers.write_text(json.dumps({"issuers": [{"iss": "https://ehr.example.org",
                                                 "jwks_url": "https://ehr.example.org/jwks.json"}]}))
-    app = create_app(Settings(database_url=settings.database_url, auth="jwt", trusted_issuers=str(issuers)))
+    app = create_app(Settings(database_url=settings.database_url, auth="jwt", trusted_issuers=str(issuers),
+                              public_base_url="https://cds.example.org"))
     runtime = app.extensions["knee_cds"]
     assert not runtime.fhir_client.pool.is_open
     assert not runtime.verifier.jwks_pool.is_open
