@@ -175,34 +175,6 @@ class ValueSet:
         """Codes listed one by one (not prefixes or ranges): what a code-filtered FHIR search can ask for."""
         return frozenset(c for system, codes in self.codes.items() if system != ICD10CM for c in codes)
 
-    def matches_text(self, text: str | None) -> bool:
-        if not text:
-            return False
-        text = text[:TEXT_CAP]
-        clauses = Clauses(text)
-        if any(clauses.affirmed(p, text) for p in self.text_patterns):
-            return True
-        if self.clause_rules:
-            headed = Clauses(text, _HEADING_BREAK)
-            return any(rule.found(text, headed) for rule in self.clause_rules)
-        return False
-
-    def matches(self, concept: Any) -> bool:
-        """A ``fhir.resources`` CodeableConcept: coded match first; its text only as a fallback.
-
-        ICD-10-CM is matched by prefix, which covers the whole hierarchy, so an ICD-10-CM code that
-        does not match settles the question (T79.A11A is the arm, whatever its text says).
-        """
-        if concept is None:
-            return False
-        codings = getattr(concept, "coding", None) or []
-        if any(self.has_code(c.system, c.code) for c in codings):
-            return True
-        if self.has_icd and any(c.system == ICD10CM and c.code for c in codings):
-            return False
-        texts = [getattr(concept, "text", None)] + [c.display for c in codings]
-        return any(self.matches_text(t) for t in texts)
-
 
 def _in_range(system: str, key: str, low: str, high: str) -> bool:
     if system == ICD10CM:
