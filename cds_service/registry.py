@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
-from .terminology import Terminology
+from .terminology import IMAGING_MODALITIES, Terminology
 
 _PATIENT = "{{context.patientId}}"
 _DATE_PARAMETER = {"MedicationRequest": "authoredon"}  # the others search their clinical date as `date`
@@ -124,7 +124,7 @@ class ServiceDefinition:
 EXAM_WINDOW_DAYS = 28  # G-09: leg signs 4 weeks, exam findings 14 days
 FEVER_WINDOW_DAYS = 2  # RF-06: a temperature of 38.0 °C or more in the last 48 hours
 HISTORY_WINDOW_DAYS = 183  # W-01: cancer treatment within 6 months is the longest look-back of these types
-_IMAGING = ("knee-xray", "knee-mri", "knee-us", "venous-duplex")
+_IMAGING = tuple(name for _, name in IMAGING_MODALITIES)
 _LATEST = (("latest-bmi", "bmi", False), ("latest-body-weight", "body-weight", False),
            ("latest-body-height", "body-height", False), ("latest-pain-score", "pain-score", True),
            ("latest-pregnancy-status", "pregnancy-status", True))

@@ -20,6 +20,10 @@ LOINC = "http://loinc.org"
 CPT = "http://www.ama-assn.org/go/cpt"
 PKP_FINDING = "http://example.org/fhir/CodeSystem/pkp-finding"
 
+# Knee and leg imaging: modality -> the value set of its codes (one list for the queries and the facts).
+IMAGING_MODALITIES = (("xray", "knee-xray"), ("mri", "knee-mri"), ("us-knee", "knee-us"),
+                      ("venous-duplex", "venous-duplex"))
+
 TEXT_CAP = 10_000  # G-10: each text element is read up to its first 10,000 characters
 _CACHE_ENTRIES = 20_000
 _CACHED_TEXT_LENGTH = 2_000

@@ -41,6 +41,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from cds_service.terminology import ICD10CM, LOINC, SNOMED
+
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHEA_DIR = Path(os.environ.get("KNEE_CDS_SYNTHEA_DIR") or ROOT.parent / "shared" / "data" / "synthea-10")
 
@@ -49,9 +51,6 @@ QUIET_PATIENT_IDS = ("cbc86e51-9eca-3855-76ec-c058f72c5761", "8e1a0a7c-e308-444b
 DAYS_BEFORE_TODAY = 3  # the newest encounter of a shifted chart
 SCENARIO_PREFIX = "scenario-"
 
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 UCUM = "http://unitsofmeasure.org"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"

@@ -16,6 +16,10 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from cds_service.cli import build_request
+from cds_service.terminology import CPT, LOINC
+from cds_service.terminology import ICD10CM as ICD
+from cds_service.terminology import PKP_FINDING as PKP
+from cds_service.terminology import SNOMED as SN
 from fhir_examples.synthea import (
     QUIET_PATIENT_IDS,
     SYNTHEA_DIR,
@@ -32,12 +36,7 @@ TODAY = date(2026, 11, 20)  # the `settings` fixture's now
 QUIET = QUIET_PATIENT_IDS[0]
 OBSERVATIONS = 200  # a chart of a few hundred resources
 
-ICD = "http://hl7.org/fhir/sid/icd-10-cm"
-SN = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
-CPT = "http://www.ama-assn.org/go/cpt"
 UCUM = "http://unitsofmeasure.org"
-PKP = "http://example.org/fhir/CodeSystem/pkp-finding"
 LOCAL = "urn:oid:1.2.840.114350.1.13.0.1.7.2.707679"  # an EHR's own flowsheet codes: matches no value set
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"

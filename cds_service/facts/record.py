@@ -9,10 +9,10 @@ from typing import Any
 
 from ..chart import ChartEntry, ChartIndex
 from ..fhir_read import concept_label, label_of, value_text
+from ..terminology import IMAGING_MODALITIES
 from .types import Evidence
 
 DEAD_OBSERVATION = {"entered-in-error", "cancelled"}
-_MODALITIES = (("xray", "knee-xray"), ("mri", "knee-mri"), ("us-knee", "knee-us"), ("venous-duplex", "venous-duplex"))
 
 
 class Record:
@@ -65,7 +65,7 @@ def once(evidence: list[Evidence]) -> list[Evidence]:
 
 def modality_of(concepts: frozenset[str]) -> str | None:
     """The imaging modality of a resource's value sets (knee X-ray, MRI, ultrasound, venous duplex)."""
-    return next((modality for modality, name in _MODALITIES if name in concepts), None)
+    return next((modality for modality, name in IMAGING_MODALITIES if name in concepts), None)
 
 
 def med_label(request: Any) -> str:
