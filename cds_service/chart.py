@@ -84,9 +84,6 @@ class ChartIndex:
     def of(self, resource_type: str) -> tuple[ChartEntry, ...]:
         return self.entries.get(resource_type, ())
 
-    def rejected_types(self) -> set[str]:
-        return {r.resource_type for r in self.rejected}
-
 
 @dataclass(slots=True)
 class _Candidate:

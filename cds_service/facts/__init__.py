@@ -81,5 +81,4 @@ def build_facts(index: ChartIndex, now: datetime) -> PatientFacts:
         prior_knee_surgery=tuple(prior_knee_surgery(rec, current)),
         imaging=tuple(imaging),
         draft_orders=drafts,
-        left_out_types=frozenset(rec.index.rejected_types()),
     )

@@ -110,7 +110,6 @@ class PatientFacts:
     prior_knee_surgery: tuple[Evidence, ...]
     imaging: tuple[ImagingOnRecord, ...]
     draft_orders: tuple[DraftOrder, ...]
-    left_out_types: frozenset[str]
 
     def has(self, concept: str) -> bool:
         return bool(self.conditions.get(concept))
@@ -139,5 +138,3 @@ class PatientFacts:
     def weeks_of_pain(self) -> float | None:
         return None if self.pain_onset is None else (self.today - self.pain_onset).days / 7
 
-    def days_since(self, when: date | None) -> int | None:
-        return None if when is None else (self.today - when).days
