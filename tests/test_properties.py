@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cds_service.chart import build_index
 from cds_service.cli import build_request, bundle_resources, split_bundle
 from cds_service.knowledge import load_knowledge
 from cds_service.pipeline import decide
@@ -109,16 +110,14 @@ _LEG_SIGN_FINDINGS = {"calf-warmth", "deep-vein-tenderness", "entire-leg-swollen
 
 def _is_posterior_evidence(resource: dict[str, Any]) -> bool:
     """Knee pain, posterior diagnoses, and leg signs (which open the DVT safety gate on their own)."""
-    from fhir.resources.R4B import get_fhir_model_class
-
     rtype = resource["resourceType"]
     if rtype == "ServiceRequest":
         return True  # a draft duplex order is itself a sign that DVT is suspected (G-09 c)
     if rtype not in ("Condition", "Observation"):
         return False
-    model = get_fhir_model_class(rtype).model_validate(resource)
-    names = ("knee-pain", "posterior-knee-diagnosis", "calf-leg-signs", "ruptured-bakers-cyst", "dvt")
-    if any(KNOWLEDGE.vs(n).matches(model.code) for n in names):
+    names = {"knee-pain", "posterior-knee-diagnosis", "calf-leg-signs", "ruptured-bakers-cyst", "dvt"}
+    entries = build_index([resource], [], KNOWLEDGE, NOW.date(), UTC).of(rtype)  # the value sets a hook call reads
+    if entries and entries[0].concepts & names:
         return True
     codes = {c.get("code") for c in resource.get("code", {}).get("coding", []) if c.get("system") == PKP}
     text = json.dumps(resource).lower()
