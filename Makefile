@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 FHIR_SERVER_DIR := tests/fhir_server
 
-.PHONY: run test lint bench mutate fuzz clean
+.PHONY: run test lint bench mutate fuzz soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ mutate: $(VENV)/.dev-installed
 # The schemathesis fuzz of GET /openapi.json's operations with 5,000 cases (make test runs 300); about 3 minutes.
 fuzz: $(VENV)/.dev-installed
 	KNEE_CDS_FUZZ_CASES=5000 $(BIN)/python -m pytest tests/test_fuzz.py -q
+
+# Load-and-kill run of the real server (gunicorn.conf.py) on SQLite and PostgreSQL: mixed traffic from 6 clients,
+# kill -9 of one worker at 1/3 and of the whole server at 2/3 (then restarted on the same port and database); every
+# acknowledged feedback item must be stored exactly once, and no answer may be a 5xx. About 3.5 minutes (90 s per
+# database); not part of `make test`. Shorter: make soak SOAK_ARGS="--seconds 30 --database sqlite".
+soak: $(VENV)/.run-installed
+	$(BIN)/python -m tools.soak $(SOAK_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check cds_service tests bench fhir_examples tools gunicorn.conf.py

@@ -12,7 +12,13 @@ import os
 
 bind = f"{os.environ.get('KNEE_CDS_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
 workers = 2
-worker_class = "sync"
+# gunicorn's threaded worker, changed to read each request whole in its event loop before its thread runs
+# it (cds_service/serving.py): slow clients, even hundreds sending a byte a second, hold no thread.
+worker_class = "cds_service.serving.BufferingThreadWorker"
+# One thread per worker: a hook call is CPU work (the GIL lets one thread of a process compute at a time), and a
+# worker with a call running takes no new connection, so calls spread over the workers as with sync workers.
+# Waiting on a FHIR server is bounded by KNEE_CDS_FHIR_DEADLINE_SECONDS.
+threads = 1
 # The app (card definitions, value sets, schemas, FHIR models) is built once in the master and shared
 # by the workers through fork.
 preload_app = True

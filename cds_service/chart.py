@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from .errors import KneeCdsError
 from .fhir_dates import clinical_dates, date_of, has_zoneless, with_zones
 from .knowledge import Knowledge
-from .terminology import ICD10CM, PKP_FINDING, SNOMED, TEXT_CAP, Terminology
+from .terminology import ICD10CM, PKP_FINDING, SNOMED, TEXT_CAP, Terminology, TextBudget, TextNotRead
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ class _Reader:
         self.terms = terminology
         self.zone = zone
         self.today = today
+        self.text_budget = TextBudget()
 
     def read(self, position: int, rtype: str, raw: dict[str, Any]) -> _Candidate | None:
         """The resource's value sets, by code and by text (G-04, G-10); None when no rule reads it."""
@@ -207,7 +208,7 @@ class _Reader:
                 texts += [d[:TEXT_CAP] for _, _, d in _codings(site, *where) if d]
         if not raw.keys().isdisjoint(_TEXT_ELEMENTS):
             texts += self._other_texts(rtype, raw)
-        from_text = self.terms.text_concepts("\n".join(texts)) if texts else _NOTHING
+        from_text = self.terms.text_concepts("\n".join(texts), self.text_budget) if texts else _NOTHING
         if from_text and icd_coded and rtype != "Observation":
             # G-04: a Condition's non-matching ICD-10-CM code is not overruled by its text.
             from_text -= self.terms.icd_value_sets
@@ -307,7 +308,7 @@ class _Reader:
             texts.append(_str(_obj(reference, "reasonReference", i).get("display"), "reasonReference", i, "display")
                          or "")
         joined = "\n".join(t[:TEXT_CAP] for t in texts if t)
-        return frozenset(coded) | (self.terms.text_concepts(joined) if joined else frozenset())
+        return frozenset(coded) | (self.terms.text_concepts(joined, self.text_budget) if joined else frozenset())
 
     def side(self, candidate: _Candidate) -> str:
         """G-06: ICD-10-CM laterality or SNOMED side qualifiers of code and body site, their text, then any text."""
@@ -353,7 +354,7 @@ def rejection_reason(exc: Exception) -> str:
             loc = ".".join(str(p) for p in err["loc"]) or "(resource)"
             parts.append(f"{loc}: {err['type']}")
         return "; ".join(parts)
-    if isinstance(exc, Malformed):
+    if isinstance(exc, (Malformed, TextNotRead)):
         return str(exc)
     if isinstance(exc, KeyError):
         return "unknown resourceType inside the resource"
@@ -472,11 +473,13 @@ def build_index(
     birth = date_of(patient_raw.get("birthDate"), zone) if patient_raw else None
     reader = _Reader(knowledge, knowledge.terminology, zone, today)
     indexing = _Indexing(reader, _Collector(reader, zone), birth, today)
+    # Draft orders first: the order hooks answer about every one, so their text comes before the chart's in the
+    # call's text budget.
+    drafts = [entry for position, raw in enumerate(draft_orders) if isinstance(raw, dict)
+              and (entry := indexing.draft(position, raw)) is not None]
     for position, raw in enumerate(resources):
         indexing.add(position, raw)
     entries = indexing.validated()
-    drafts = [entry for position, raw in enumerate(draft_orders) if isinstance(raw, dict)
-              and (entry := indexing.draft(position, raw)) is not None]
     return ChartIndex(indexing.patient, entries, tuple(drafts), tuple(indexing.collector.rejected), indexing.not_read,
                       birth)
 
@@ -513,7 +516,7 @@ class _Indexing:
             return
         try:
             candidate = self.reader.read(position, rtype, raw)
-        except (Malformed, RecursionError) as exc:
+        except (Malformed, TextNotRead, RecursionError) as exc:
             self.collector.reject(f"{rtype}/{rid}" if isinstance(rid, str) else f"{rtype} #{position}", rtype, exc)
             return
         if candidate is None:
@@ -570,7 +573,7 @@ class _Indexing:
         try:
             candidate = self.reader.read(position, "ServiceRequest", raw) or \
                 self.reader.unread(position, "ServiceRequest", raw)
-        except (Malformed, RecursionError) as exc:
+        except (Malformed, TextNotRead, RecursionError) as exc:
             self.collector.reject(f"ServiceRequest #{position}", "ServiceRequest", exc)
             return None
         self.reader.date(candidate, self.birth)

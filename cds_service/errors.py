@@ -14,6 +14,7 @@ The tree (as httpx draws its own)::
     ├── FhirFetchError            a FHIR server read failed; prefetch turns it into a 412 or a data gap
     ├── JsonTooDeep               (validation.py) a JSON text nests deeper than the limit; also a ValueError
     ├── Malformed                 (chart.py) a resource element has the wrong JSON type: the resource is left out
+    ├── TextNotRead               (terminology.py) the call's text budget is spent: the resource is left out
     └── ConfigurationError        settings, trusted issuers or the database are unusable: the service does not start
         └── KnowledgeError          (knowledge.py) card definitions or value sets are missing or break their schema
 

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify
+from werkzeug.exceptions import HTTPException
 
 from . import logs, prefetch
 from .errors import NotFound, RequestRefused
@@ -54,6 +55,9 @@ def call_service(service_id: str):
         return jsonify(decision.response())
     except RequestRefused as exc:
         summary["status"] = exc.status
+        raise
+    except HTTPException as exc:  # Flask's own refusal: a Content-Length over the 10 MB limit
+        summary["status"] = exc.code or 500
         raise
     finally:
         logs.log_hook_call(

@@ -31,38 +31,39 @@ class _InProgress:
     def __init__(self) -> None:
         self._values: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._pattern: re.Pattern[str] | None = None
+        self._longest_first: tuple[str, ...] = ()
 
     def add(self, values: Iterable[str]) -> None:
         with self._lock:
             self._values.update(values)
-            self._pattern = self._compile()
+            self._longest_first = tuple(sorted(self._values, key=len, reverse=True))
 
     def remove(self, values: Iterable[str]) -> None:
         with self._lock:
             self._values.subtract(values)
             self._values = +self._values
-            self._pattern = self._compile()
+            self._longest_first = tuple(sorted(self._values, key=len, reverse=True))
 
-    def pattern(self) -> re.Pattern[str] | None:
-        return self._pattern
-
-    def _compile(self) -> re.Pattern[str] | None:
-        if not self._values:
-            return None
-        # Longest first, and whole values only: an id "12" must not eat the "12" of "120 ms".
-        alternatives = "|".join(re.escape(v) for v in sorted(self._values, key=len, reverse=True))
-        return re.compile(rf"(?<![\w.\-])(?:{alternatives})(?![\w.\-])")
+    def values(self) -> tuple[str, ...]:
+        return self._longest_first
 
 
 _in_progress = _InProgress()
 
 
+def _whole(value: str) -> re.Pattern[str]:
+    # Whole values only: an id "12" must not eat the "12" of "120 ms". Compiled only for a line that holds the
+    # value (re caches it), not for every call: most lines hold none.
+    return re.compile(rf"(?<![\w.\-]){re.escape(value)}(?![\w.\-])")
+
+
 def redact(text: str) -> str:
     text = _PATIENT_REFERENCE.sub(rf"\1{REDACTED}", text)
     text = _PATIENT_PARAMETER.sub(rf"\1{REDACTED}", text)
-    pattern = _in_progress.pattern()
-    return pattern.sub(REDACTED, text) if pattern is not None else text
+    for value in _in_progress.values():  # longest first: a value inside another goes with it
+        if value in text:
+            text = _whole(value).sub(REDACTED, text)
+    return text
 
 
 def start_redacting(*values: Any) -> list[str]:

@@ -53,6 +53,12 @@ class Settings:
         " resolve to a loopback, private, link-local or other non-public address (make run: 127.0.0.1,localhost,::1);"
         " unset = public addresses only.",
     )
+    request_read_seconds: float = _setting(
+        15.0,
+        "KNEE_CDS_REQUEST_READ_SECONDS",
+        "Time a client has to send its whole request (headers and body) once it starts; a slower client is"
+        " disconnected. Requests are read by the worker's event loop, so slow clients hold no thread meanwhile.",
+    )
     now: str | None = _setting(
         None,
         "KNEE_CDS_NOW",

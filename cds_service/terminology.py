@@ -14,6 +14,8 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import KneeCdsError
+
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
@@ -25,6 +27,9 @@ IMAGING_MODALITIES = (("xray", "knee-xray"), ("mri", "knee-mri"), ("us-knee", "k
                       ("venous-duplex", "venous-duplex"))
 
 TEXT_CAP = 10_000  # G-10: each text element is read up to its first 10,000 characters
+# Characters of text not seen before that one hook call may match: ~1 s of CPU on the most hostile text, 30 times
+# what a 5,000-resource Synthea chart needs (most of its text repeats: "Body Mass Index", "Body Weight").
+TEXT_BUDGET = 1_000_000
 _CACHE_ENTRIES = 20_000
 _CACHED_TEXT_LENGTH = 2_000
 
@@ -42,6 +47,82 @@ _COMMA_OR_BREAK = re.compile(r",|[.;:\n]|\b(?:but|however)\b", re.I)
 
 def _icd_key(code: str) -> str:
     return code.replace(".", "").upper()
+
+
+# The only characters outside ASCII that a case-insensitive pattern matches with an ASCII letter (checked
+# against every code point by a test): folded before the literal pre-check, so it never skips a real match.
+_ASCII_FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789 '-")
+_QUANTIFIERS = frozenset("?*+{")
+
+
+def _class_end(source: str, start: int) -> int:
+    """Index just after the character class opening at `start` ("[^]a-z\\]]" included)."""
+    i = start + 1
+    if i < len(source) and source[i] == "^":
+        i += 1
+    if i < len(source) and source[i] == "]":
+        i += 1
+    while i < len(source) and source[i] != "]":
+        i += 2 if source[i] == "\\" else 1
+    return i + 1
+
+
+def _top_level_alternatives(source: str) -> list[str]:
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(source):
+        char = source[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":
+            i = _class_end(source, i)
+            continue
+        depth += (char == "(") - (char == ")")
+        if char == "|" and depth == 0:
+            parts.append(source[start:i])
+            start = i + 1
+        i += 1
+    return [*parts, source[start:]]
+
+
+def _required_run(source: str) -> str | None:
+    """The longest run of plain characters every match of this (alternation-free) pattern contains."""
+    runs, run, depth, i = [], "", 0, 0
+    while i < len(source):
+        char = source[i].lower()
+        optional = i + 1 < len(source) and source[i + 1] in _QUANTIFIERS
+        if depth == 0 and char in _PLAIN and not optional:
+            run += char
+        else:
+            runs.append(run)
+            run = ""
+            if char == "[":  # a character class is never part of a run
+                i = _class_end(source, i)
+                continue
+            if char == "{":  # nor are a quantifier's counts
+                i = source.find("}", i) + 1 or len(source)
+                continue
+            if char == "\\":
+                i += 1  # nor is an escape (\b, \w, \.)
+            depth += (char == "(") - (char == ")")
+        i += 1
+    longest = max([*runs, run], key=len)
+    return longest if len(longest) >= 3 else None
+
+
+def required_literals(source: str) -> tuple[str, ...] | None:
+    """Lower-case strings one of which every match of the pattern contains, or None if none is known.
+
+    Checking them with `in` costs a microsecond per 10,000 characters; the regular expression they guard
+    costs hundreds, and most patterns have no chance in most texts.
+    """
+    literals = [_required_run(a) for a in _top_level_alternatives(source)]
+    return None if None in literals else tuple(literals)
+
+
+def folded_for_literals(text: str) -> str:
+    return (text if text.isascii() else text.translate(_ASCII_FOLD)).lower()
 
 
 class Clauses:
@@ -92,25 +173,58 @@ def affirmed(text: str, pattern: re.Pattern[str]) -> bool:
     return bool(text) and Clauses(text[:TEXT_CAP]).affirmed(pattern, text[:TEXT_CAP])
 
 
-def _words(alternatives: str) -> re.Pattern[str]:
-    return re.compile(rf"\b(?:{alternatives})\b", re.I)
+class TextNotRead(KneeCdsError):
+    """A hook call has matched its whole text budget: the resource whose text is next is left out, and named."""
+
+
+class TextBudget:
+    """What is left of one hook call's TEXT_BUDGET (issue: no call may run much past its deadline)."""
+
+    def __init__(self, characters: int = TEXT_BUDGET):
+        self.total = self.left = characters
+
+    def spend(self, characters: int) -> None:
+        if characters > self.left:
+            raise TextNotRead(f"its text was not read: this call's {self.total:,}-character text budget was spent")
+        self.left -= characters
+
+
+@dataclass(frozen=True)
+class TextPattern:
+    """One text pattern of a value set, and the strings one of which every text it matches contains."""
+
+    regex: re.Pattern[str]
+    literals: tuple[str, ...] | None  # None: no such string is known, always run the regex
+
+    @classmethod
+    def starting_a_word(cls, source: str) -> TextPattern:
+        return cls(re.compile(rf"\b(?:{source})", re.I), required_literals(source))
+
+    @classmethod
+    def whole_words(cls, alternatives: str) -> TextPattern:
+        return cls(re.compile(rf"\b(?:{alternatives})\b", re.I), required_literals(alternatives))
+
+    def may_occur_in(self, folded: str) -> bool:
+        """False only if the pattern cannot match the text `folded` came from (`folded_for_literals`)."""
+        return self.literals is None or any(literal in folded for literal in self.literals)
 
 
 @dataclass(frozen=True)
 class ClauseRule:
     """A finding written as words that must all stand, affirmed, in one clause ("R calf hot" = calf + hot)."""
 
-    groups: tuple[re.Pattern[str], ...]
+    groups: tuple[TextPattern, ...]
     exclude: re.Pattern[str] | None  # e.g. a treatment: "warm compress to the leg" is not calf warmth
 
     @classmethod
     def from_json(cls, spec: dict[str, Any]) -> ClauseRule:
-        return cls(tuple(_words(g) for g in spec["all"]), _words(spec["exclude"]) if spec.get("exclude") else None)
+        exclude = TextPattern.whole_words(spec["exclude"]).regex if spec.get("exclude") else None
+        return cls(tuple(TextPattern.whole_words(g) for g in spec["all"]), exclude)
 
     def found(self, text: str, clauses: Clauses) -> bool:
         common: set[int] | None = None
         for group in self.groups:
-            hits = clauses.affirmed_clauses(group, text)
+            hits = clauses.affirmed_clauses(group.regex, text)
             common = hits if common is None else common & hits
             if not common:
                 return False
@@ -127,7 +241,7 @@ class ValueSet:
     prefixes: dict[str, tuple[str, ...]]
     ranges: dict[str, tuple[tuple[str, str], ...]]
     excluded: tuple[str, ...]  # ICD-10-CM prefixes carved out of the includes
-    text_patterns: tuple[re.Pattern[str], ...]
+    text_patterns: tuple[TextPattern, ...]
     clause_rules: tuple[ClauseRule, ...] = ()
     latest_only: bool = False  # G-07: only the newest resource of this concept is read
     window_days: int | None = None  # only resources dated within this many days are read (the rules' look-back)
@@ -149,7 +263,7 @@ class ValueSet:
             {k: tuple(v) for k, v in prefixes.items()},
             {k: tuple(v) for k, v in ranges.items()},
             tuple(_icd_key(p) for p in spec.get("exclude_prefixes", [])),
-            tuple(re.compile(rf"\b(?:{p})", re.I) for p in spec.get("text", [])),
+            tuple(TextPattern.starting_a_word(p) for p in spec.get("text", [])),
             tuple(ClauseRule.from_json(c) for c in spec.get("clause", [])),
             bool(spec.get("latest_only", False)),
             spec.get("window_days"),
@@ -202,15 +316,11 @@ class Terminology:
         self.latest_only = frozenset(n for n, vs in value_sets.items() if vs.latest_only)
         self.windows = {n: vs.window_days for n, vs in value_sets.items() if vs.window_days is not None}
         readers = [vs for vs in value_sets.values() if vs.reads_text]
-        self._patterns: dict[str, tuple[re.Pattern[str], list[str]]] = {}
+        self._patterns: dict[str, tuple[TextPattern, list[str]]] = {}
         for vs in readers:
             for pattern in vs.text_patterns:
-                self._patterns.setdefault(pattern.pattern, (pattern, []))[1].append(vs.name)
+                self._patterns.setdefault(pattern.regex.pattern, (pattern, []))[1].append(vs.name)
         self._clause_rules = [(rule, vs.name) for vs in readers for rule in vs.clause_rules]
-        # One scan tells whether any pattern or clause word occurs at all: most texts of a chart match nothing.
-        alternatives = [p.pattern for p, _ in self._patterns.values()]
-        alternatives += [g.pattern for rule, _ in self._clause_rules for g in rule.groups]
-        self._any = re.compile("|".join(f"(?:{a})" for a in alternatives), re.I) if alternatives else None
         # Plain dicts, emptied when full: a lookup runs for every resource of every call, and a dict lookup
         # costs a sixth of an lru_cache call.
         self._by_code: dict[tuple[str, str], frozenset[str]] = {}
@@ -227,10 +337,12 @@ class Terminology:
                 name for name, vs in self.value_sets.items() if vs.has_code(system, code))
         return found
 
-    def text_concepts(self, text: str) -> frozenset[str]:
-        """Value sets whose text patterns or clause rules the text affirms (G-10)."""
+    def text_concepts(self, text: str, budget: TextBudget | None = None) -> frozenset[str]:
+        """Value sets whose text patterns or clause rules the text affirms (G-10); text seen before costs no budget."""
         found = self._by_text.get(text)
         if found is None:
+            if budget is not None:
+                budget.spend(len(text))
             found = self._text_concepts(text)
             if len(text) <= _CACHED_TEXT_LENGTH:  # long text is rarely seen twice and would fill the cache
                 if len(self._by_text) >= _CACHE_ENTRIES:
@@ -239,16 +351,20 @@ class Terminology:
         return found
 
     def _text_concepts(self, text: str) -> frozenset[str]:
-        if self._any is None or self._any.search(text) is None:
+        folded = folded_for_literals(text)
+        patterns = [(p.regex, names) for p, names in self._patterns.values() if p.may_occur_in(folded)]
+        rules = [(rule, name) for rule, name in self._clause_rules if all(g.may_occur_in(folded) for g in rule.groups)]
+        if not patterns and not rules:  # most texts of a chart: nothing to look for
             return frozenset()
         found: set[str] = set()
-        clauses = Clauses(text)
-        for pattern, names in self._patterns.values():
-            if not set(names) <= found and clauses.affirmed(pattern, text):
-                found.update(names)
-        if self._clause_rules:
+        if patterns:
+            clauses = Clauses(text)
+            for pattern, names in patterns:
+                if not set(names) <= found and clauses.affirmed(pattern, text):
+                    found.update(names)
+        if rules:
             headed = Clauses(text, _HEADING_BREAK)
-            for rule, name in self._clause_rules:
+            for rule, name in rules:
                 if name not in found and rule.found(text, headed):
                     found.add(name)
         return frozenset(found)

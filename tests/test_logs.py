@@ -126,3 +126,24 @@ def test_the_filter_redacts_patient_references_in_any_logger(client, log_output)
     text = log_output.getvalue()
     assert "abc-123" not in text
     assert "Observation?patient=[redacted]&code=8310-5" in text and "Patient/[redacted] failed" in text
+
+
+def test_a_body_refused_for_its_size_is_logged_with_its_status(client, log_output):
+    # Flask refuses a Content-Length over the limit itself: the log line says 413, as the client saw it.
+    body = b'{"hook": "patient-view", "pad": "' + b"a" * (10 * 1024 * 1024) + b'"}'
+    answer = client.post("/cds-services/posterior-knee-pain", data=body, content_type="application/json")
+    assert answer.status_code == 413
+    [line] = _call_lines(log_output.getvalue())
+    assert line["status"] == 413
+
+
+def test_the_values_of_calls_in_progress_are_redacted_whole_and_only_while_the_call_runs():
+    from cds_service.logs import redact, start_redacting, stop_redacting
+
+    secrets = start_redacting("12", "pat-12", "token.abc")
+    try:
+        assert redact("patient pat-12 took 120 ms, id 12, token.abc, 12.5") == \
+            "patient [redacted] took 120 ms, id [redacted], [redacted], 12.5"
+    finally:
+        stop_redacting(secrets)
+    assert redact("patient pat-12, id 12") == "patient pat-12, id 12"

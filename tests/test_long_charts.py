@@ -140,3 +140,40 @@ def test_200_kb_of_hostile_text_in_one_element_answers_in_time(client, element):
     assert response.status_code == 200
     assert ("dvt-urgent", "critical") in _topics(response)  # the real finding still counts
     assert elapsed < 5, elapsed  # well under 1 s on a quiet machine; a wide margin for a busy one
+
+
+def _exam_note(rid: str, text: str) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": rid, "status": "final", "category": [{"coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "exam"}]}],
+            "subject": {"reference": "Patient/pkp-dvt-urgent-01"}, "code": {"text": "Examination"},
+            "effectiveDateTime": "2026-11-19", "note": [{"text": text}]}
+
+
+def test_a_9_mb_chart_of_hostile_text_answers_in_time_and_names_what_it_did_not_read(client):
+    # 900 exam notes of 10,000 characters each, all different, dense with findings, cues and commas: read whole,
+    # they took ~36 s of CPU. The call reads text up to its budget and leaves the rest out, by name.
+    body = example_request("dvt-urgent-hot-calf.json", "patient-view")
+    entries = body["prefetch"]["exam-findings"]["entry"]
+    phrase = "knee pain behind the knee, calf swollen, leg warm, no fever, denies trauma; "
+    for i in range(900):
+        entries.append({"resource": _exam_note(f"hostile-{i}", (f"{i} " + phrase * 140)[:10_000])})
+    started = time.process_time()
+    response = client.post("/cds-services/posterior-knee-pain", json=body)
+    cpu = time.process_time() - started
+    assert response.status_code == 200
+    assert ("dvt-urgent", "critical") in _topics(response)  # the hot calf of the sample is still read
+    left_out = response.get_json()["extension"]["pkp-data-quality"]["leftOut"]
+    unread = [e["reference"] for e in left_out if "text budget" in e["reason"]]
+    assert 800 <= len(unread) <= 900 and unread[-1] == "Observation/hostile-899"
+    assert left_out[-1]["reason"] == "its text was not read: this call's 1,000,000-character text budget was spent"
+    assert cpu < 8, cpu  # ~1.5 s on a quiet machine; a wide margin for a busy one
+
+
+def test_text_seen_before_costs_no_budget(client):
+    # A long chart repeats its phrases; only new text counts against the budget, so a real chart never runs out.
+    body = example_request("dvt-urgent-hot-calf.json", "patient-view")
+    note = "R knee: no effusion, full range of movement. " * 40  # ~1,800 characters: kept once matched
+    body["prefetch"]["exam-findings"]["entry"] += [{"resource": _exam_note(f"same-{i}", note)} for i in range(1_000)]
+    response = client.post("/cds-services/posterior-knee-pain", json=body)
+    assert response.status_code == 200
+    assert response.get_json()["extension"]["pkp-data-quality"].get("leftOut", []) == []
