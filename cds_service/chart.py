@@ -72,17 +72,39 @@ class ChartEntry:
         return self.resource.__resource_type__
 
 
-@dataclass(frozen=True)
 class ChartIndex:
-    patient: Resource | None
-    entries: dict[str, tuple[ChartEntry, ...]]
-    drafts: tuple[ChartEntry, ...]
-    rejected: tuple[Rejected, ...]
-    not_read: int  # resources no rule reads: neither validated nor listed
-    birth_date: date | None = None
+    """What the rules may read of one chart: validated entries by type, the draft orders, and the G-07 concepts.
+
+    Of a G-07 concept (the latest weight, BMI, pain score) only the newest resource with a value is read, and it is
+    validated when a fact first asks for it: with a BMI on record, the latest weight and height are never validated.
+    So ``rejected`` and ``not_read`` are final once the facts are built.
+    """
+
+    def __init__(self, patient: Resource | None, entries: dict[str, tuple[ChartEntry, ...]],
+                 drafts: tuple[ChartEntry, ...], latest_only: _LatestOnly, not_read: int,
+                 birth_date: date | None = None):
+        self.patient = patient
+        self.entries = entries
+        self.drafts = drafts
+        self.birth_date = birth_date
+        self._latest_only = latest_only
+        self._not_read = not_read
 
     def of(self, resource_type: str) -> tuple[ChartEntry, ...]:
         return self.entries.get(resource_type, ())
+
+    def latest_only(self, concept: str) -> ChartEntry | None:
+        """The newest resource of a G-07 concept that validates and carries a value (None if there is none)."""
+        return self._latest_only.newest(concept)
+
+    @property
+    def rejected(self) -> tuple[Rejected, ...]:
+        return tuple(self._latest_only.collector.rejected)
+
+    @property
+    def not_read(self) -> int:
+        """Resources no rule reads: neither validated nor listed."""
+        return self._not_read + self._latest_only.unread()
 
 
 @dataclass(slots=True)
@@ -480,8 +502,42 @@ def build_index(
     for position, raw in enumerate(resources):
         indexing.add(position, raw)
     entries = indexing.validated()
-    return ChartIndex(indexing.patient, entries, tuple(drafts), tuple(indexing.collector.rejected), indexing.not_read,
-                      birth)
+    latest_only = _LatestOnly(indexing.latest, indexing.collector, today)
+    return ChartIndex(indexing.patient, entries, tuple(drafts), latest_only, indexing.not_read, birth)
+
+
+class _LatestOnly:
+    """G-07: per concept, its resources newest first; the first that validates and has a value, on first use."""
+
+    def __init__(self, groups: dict[str, list[_Candidate]], collector: _Collector, today: date):
+        oldest = datetime.min.replace(tzinfo=collector.zone)
+        self.groups = {concept: sorted(group, key=lambda c: (c.when or date.min, c.at or oldest), reverse=True)
+                       for concept, group in groups.items()}
+        self.collector = collector
+        self.today = today
+        self.validated: dict[int, ChartEntry | None] = {}  # by position: one resource may carry two concepts
+        self.chosen: dict[str, ChartEntry | None] = {}
+        self.read_positions: set[int] = set()
+
+    def newest(self, concept: str) -> ChartEntry | None:
+        if concept not in self.chosen:
+            self.chosen[concept] = None
+            for candidate in self.groups.get(concept, ()):
+                if (entry := self._entry(candidate)) is not None:
+                    self.chosen[concept] = entry
+                    self.read_positions.add(candidate.position)
+                    break
+        return self.chosen[concept]
+
+    def _entry(self, candidate: _Candidate) -> ChartEntry | None:
+        if candidate.position not in self.validated:
+            current = _current_value(candidate, self.today)
+            self.validated[candidate.position] = self.collector.entry(candidate) if current else None
+        return self.validated[candidate.position]
+
+    def unread(self) -> int:
+        positions = {c.position for group in self.groups.values() for c in group}
+        return len(positions - self.read_positions)
 
 
 @dataclass
@@ -540,33 +596,13 @@ class _Indexing:
                 self.collector.reject(f"Patient/{rid}", "Patient", exc)
 
     def validated(self) -> dict[str, tuple[ChartEntry, ...]]:
-        """The entries a rule reads, validated, by type in chart order."""
-        by_position = self._latest_entries()
+        """The entries a rule reads, validated, by type in chart order (G-07 concepts apart: see ``_LatestOnly``)."""
+        entries: dict[str, list[ChartEntry]] = {}
         for candidate in self.read:
             entry = self.collector.entry(candidate)
             if entry is not None:
-                by_position[candidate.position] = entry
-        entries: dict[str, list[ChartEntry]] = {}
-        for position in sorted(by_position):
-            entries.setdefault(by_position[position].resource_type, []).append(by_position[position])
+                entries.setdefault(entry.resource_type, []).append(entry)
         return {k: tuple(v) for k, v in entries.items()}
-
-    def _latest_entries(self) -> dict[int, ChartEntry]:
-        """G-07: the newest of each latest-only concept that validates and carries a value; the rest are not read."""
-        chosen: dict[int, ChartEntry] = {}
-        oldest = datetime.min.replace(tzinfo=self.collector.zone)
-        for concept in sorted(self.latest):
-            for candidate in sorted(self.latest[concept], key=lambda c: (c.when or date.min, c.at or oldest),
-                                    reverse=True):
-                if candidate.position in chosen:
-                    break
-                entry = self.collector.entry(candidate) if _current_value(candidate, self.today) else None
-                if entry is not None:
-                    chosen[candidate.position] = entry
-                    break
-        in_latest = {c.position for group in self.latest.values() for c in group}
-        self.not_read += len(in_latest - set(chosen))
-        return chosen
 
     def draft(self, position: int, raw: dict[str, Any]) -> ChartEntry | None:
         """A draft order is always read and validated: the order hooks answer about every one."""

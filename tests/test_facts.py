@@ -100,3 +100,24 @@ def test_the_latest_bmi_wins():
 def test_d_dimer_positivity_comes_from_the_observation_itself(extra, positive):
     body = {**_obs("48065-7", 900, "ng/mL"), **extra}
     assert ddimer_positive(Observation.model_validate(body)) is positive
+
+
+def _index_and_facts(*resources: dict):
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": "1970-01-01"}
+    index = build_index([patient, *resources], [], K, NOW.date(), UTC)
+    return index, build_facts(index, NOW)
+
+
+def test_with_a_bmi_on_record_the_latest_weight_and_height_are_not_read():
+    broken_weight = {**_obs("29463-7", 120, "kg", "2026-11-10"), "valueQuantity": {"value": "heavy"}}
+    index, facts = _index_and_facts(_obs("39156-5", 31.0, "kg/m2"), broken_weight, _obs("8302-2", 170, "cm"))
+    assert [r.kind for r in facts.risk_factors] == ["obesity"]  # from the BMI
+    assert index.rejected == ()  # the weight was never validated, so it is not named
+    assert index.not_read == 2  # weight and height, counted
+
+
+def test_without_a_bmi_a_broken_latest_weight_is_named_and_the_one_before_it_is_read():
+    broken_weight = {**_obs("29463-7", 120, "kg", "2026-11-10"), "valueQuantity": {"value": "heavy"}}
+    index, facts = _index_and_facts(broken_weight, _obs("29463-7", 86.7, "kg", "2026-10-01"), _obs("8302-2", 170, "cm"))
+    assert [r.kind for r in facts.risk_factors] == ["obesity"]  # 86.7 kg, 1.70 m: BMI 30.0
+    assert [r.reference for r in index.rejected] == ["Observation/o-29463-7-2026-11-10"]

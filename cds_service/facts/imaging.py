@@ -82,13 +82,12 @@ def injury_mechanism(rec: Record) -> str | None:
 
 def latest_pain_score(rec: Record) -> PainScore | None:
     scores = []
-    for entry in rec.live_observations():
-        if "pain-score" in entry.concepts:
-            observation = entry.resource
-            value = observation.valueQuantity.value if observation.valueQuantity is not None else \
-                observation.valueInteger
-            if value is not None:
-                scores.append((entry.when or date.min, float(value), entry))
+    for entry in rec.observations_with("pain-score"):
+        observation = entry.resource
+        value = observation.valueQuantity.value if observation.valueQuantity is not None else \
+            observation.valueInteger
+        if value is not None:
+            scores.append((entry.when or date.min, float(value), entry))
     if not scores:
         return None
     _, value, entry = max(scores, key=lambda s: s[0])

@@ -53,6 +53,12 @@ class Record:
     def live_observations(self) -> Iterable[ChartEntry]:
         return self._observations
 
+    def observations_with(self, concept: str) -> list[ChartEntry]:
+        """Live observations of a concept; of a G-07 concept (latest only), the newest that carries a value."""
+        found = [o for o in self._observations if concept in o.concepts]
+        latest = self.index.latest_only(concept)
+        return found + [latest] if latest is not None else found
+
     def of(self, resource_type: str) -> tuple[ChartEntry, ...]:
         return self.index.of(resource_type)
 

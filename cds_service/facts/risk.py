@@ -38,7 +38,7 @@ def pregnancy_facts(rec: Record) -> tuple[list[Evidence], list[Evidence], list[E
 
 def _pregnant(rec: Record, last_delivery: date | None) -> list[Evidence]:
     """The latest pregnancy-status observation decides; else a current pregnancy of the last 42 weeks since delivery."""
-    status = [o for o in rec.live_observations() if "pregnancy-status" in o.concepts]
+    status = rec.observations_with("pregnancy-status")
     if status:
         latest = max(status, key=lambda o: o.when or date.min)
         value = latest.resource.valueCodeableConcept
@@ -79,9 +79,8 @@ def risk_factor_facts(rec: Record, current, history, findings, pregnant, postpar
 def latest_bmi(rec: Record) -> tuple[float, Evidence] | None:
     """G-07: latest BMI; else computed from the latest weight and height; rounded to 1 decimal."""
     def latest(name: str) -> ChartEntry | None:
-        found = [(o.when or date.min, o) for o in rec.live_observations()
-                 if name in o.concepts and o.resource.valueQuantity is not None
-                 and o.resource.valueQuantity.value is not None]
+        found = [(o.when or date.min, o) for o in rec.observations_with(name)
+                 if o.resource.valueQuantity is not None and o.resource.valueQuantity.value is not None]
         return max(found, key=lambda f: f[0])[1] if found else None
 
     recorded = latest("bmi")
