@@ -11,6 +11,12 @@ from .knowledge import Knowledge
 from .parse import Rejected
 from .rules import Finding, Suggest
 
+# Extension keys in reverse-domain notation under the service's namespace (CDS Hooks 2.0 §Extensions; card contract).
+EXTENSION_NAMESPACE = "org.example.kneecds"
+WELLS_EXTENSION = f"{EXTENSION_NAMESPACE}.wells"
+EVIDENCE_EXTENSION = f"{EXTENSION_NAMESPACE}.evidence"
+DATA_QUALITY_EXTENSION = f"{EXTENSION_NAMESPACE}.data-quality"
+
 CPT = "http://www.ama-assn.org/go/cpt"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -138,7 +144,7 @@ class CardBuilder:
             card["suggestions"] = suggestions
             card["selectionBehavior"] = "at-most-one"
         if finding.wells is not None and definition["topic"].startswith("dvt-"):
-            card["extension"] = {"pkp-wells": finding.wells.extension()}
+            card["extension"] = {WELLS_EXTENSION: finding.wells.extension()}
         return card
 
     def _source(self, definition: dict[str, Any], source_def: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .cards import DATA_QUALITY_EXTENSION
 from .facts import REQUIRED_VALUE_SETS
 from .fhir_dates import clinical_dates
 from .knowledge import load_knowledge
@@ -111,7 +112,7 @@ def render_cards(response: dict[str, Any]) -> str:
         if "extension" in card:
             out.append(f"    Extension: {json.dumps(card['extension'])}")
         out.append("")
-    quality = response.get("extension", {}).get("pkp-data-quality", {})
+    quality = response.get("extension", {}).get(DATA_QUALITY_EXTENSION, {})
     for item in quality.get("leftOut", []):
         out.append(f"Left out {item['reference']}: {item['reason']}")
     return "\n".join(out) + "\n"

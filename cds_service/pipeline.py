@@ -7,7 +7,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from . import rules
-from .cards import CardBuilder
+from .cards import DATA_QUALITY_EXTENSION, CardBuilder
 from .chart import Rejected, build_index
 from .facts import build_facts
 from .knowledge import Knowledge
@@ -33,7 +33,7 @@ class Decision:
         if self.not_read:
             quality["notRead"] = self.not_read
         if quality:
-            body["extension"] = {"pkp-data-quality": quality}
+            body["extension"] = {DATA_QUALITY_EXTENSION: quality}
         return body
 
 

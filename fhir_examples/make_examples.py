@@ -776,7 +776,7 @@ RULE_CHECKS: list[tuple[str, str, str, str, str, bool]] = [
     ("W-10", "patient-view", "wells-alternative-diagnosis", "calf-strain-with-calf-pain", "alternative-diagnosis",
      False),
     ("W-11", "patient-view", "dvt-likely-calf-3.0cm", "dvt-calf-2.9cm", "dvt-likely", False),
-    ("W-12", "patient-view", "age-18-leg-signs", "under-18-leg-signs", "pkp-wells", False),
+    ("W-12", "patient-view", "age-18-leg-signs", "under-18-leg-signs", "org.example.kneecds.wells", False),
     ("D-01", "patient-view", "dvt-urgent-hot-calf", "dvt-warm-calf-no-swelling", "dvt-urgent", False),
     ("D-02", "patient-view", "dvt-likely-calf-3.0cm", "dvt-calf-2.9cm", "D-02", False),
     ("D-03", "patient-view", "dvt-unlikely-calf-pain", "old-calf-pain", "D-03", False),

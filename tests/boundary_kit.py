@@ -56,13 +56,13 @@ class Seen:
 
     @classmethod
     def of(cls, card: dict[str, Any]) -> Seen:
-        wells = card.get("extension", {}).get("pkp-wells")
+        wells = card.get("extension", {}).get("org.example.kneecds.wells")
         found = re.search(r"\*Rules: ([^.]*)\.", card["detail"])
         orders = tuple(action["resource"]["code"]["text"] for suggestion in card.get("suggestions", [])
                        for action in suggestion["actions"] if action["type"] == "create")
         return cls(card["source"]["topic"]["code"], card["indicator"],
                    tuple(found.group(1).split(", ")) if found else (),
-                   wells["score"] if wells else None, tuple(wells["criteria"]) if wells else (), orders)
+                   wells["score"] if wells else None, tuple(wells.get("criteria", ())) if wells else (), orders)
 
 
 DUPLEX = "Proximal leg vein ultrasound (venous duplex)"

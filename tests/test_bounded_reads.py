@@ -115,7 +115,7 @@ def test_optional_data_over_the_cap_is_listed_as_missing_and_the_call_goes_on(tm
     with RawServer(endless(declare_length=False)) as server:
         response, _elapsed = _call(tmp_path, server.base, key="recent-encounters", fhir_max_bytes=2 * MB)
     assert response.status_code == 200
-    missing = response.get_json()["extension"]["pkp-data-quality"]["missing"]
+    missing = response.get_json()["extension"]["org.example.kneecds.data-quality"]["missing"]
     assert [m["key"] for m in missing] == ["recent-encounters"]
     assert "exceed 2,000,000 bytes" in missing[0]["reason"]
     assert [c["source"]["topic"]["code"] for c in response.get_json()["cards"]] == ["imaging-appropriateness"]

@@ -37,9 +37,14 @@ def _post(tmp_path, name: str, hook: str, today: str) -> dict[str, Any]:
     return response.get_json()
 
 
+WELLS = "org.example.kneecds.wells"
+
+
 def _wells(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
-    found = [c["extension"]["pkp-wells"] for c in cards if "pkp-wells" in c.get("extension", {})]
-    return {k: found[0][k] for k in ("score", "leg", "criteria")} if found else None
+    found = [c["extension"][WELLS] for c in cards if WELLS in c.get("extension", {})]
+    # No positive criterion: no `criteria` key (never an empty list in a response)
+    return {"score": found[0]["score"], "leg": found[0]["leg"], "criteria": found[0].get("criteria", [])} \
+        if found else None
 
 
 def test_every_example_bundle_is_in_the_manifest():
@@ -89,10 +94,11 @@ def test_response_is_valid_cds_hooks_with_no_empty_values(tmp_path, name, hook, 
     assert not errors
     for path, value in _walk(body):
         assert value is not None, f"null at {path}"
-        # Allowed empty: no cards at all, and a Wells result with no positive criterion (the contract's
-        # `criteria` lists the positive items; an empty list says "none", which a reader needs).
-        allowed = path == "$.cards" or path.endswith(".pkp-wells.criteria")
-        assert value not in ("", [], {}) or allowed, f"empty value at {path}"
+        # The one empty value allowed: no cards at all (CDS Hooks requires the key).
+        assert value not in ("", [], {}) or path == "$.cards", f"empty value at {path}"
+    extension_keys = [key for extension in [body.get("extension", {})] + [c.get("extension", {}) for c in body["cards"]]
+                      for key in extension]
+    assert all(key.startswith("org.example.kneecds.") for key in extension_keys), extension_keys
     uuids = [c["uuid"] for c in body["cards"]] + [s["uuid"] for c in body["cards"] for s in c.get("suggestions", [])]
     assert len(uuids) == len(set(uuids))
     for value in uuids:

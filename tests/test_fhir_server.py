@@ -116,7 +116,7 @@ def test_a_server_error_on_optional_data_goes_on_and_says_so(settings, fhir_serv
     fhir_server.configure(failStatus=500, failTypes=["Encounter"])
     response = _post(settings, loaded)
     assert response.status_code == 200
-    missing = response.get_json()["extension"]["pkp-data-quality"]["missing"]
+    missing = response.get_json()["extension"]["org.example.kneecds.data-quality"]["missing"]
     assert [m["key"] for m in missing] == ["recent-encounters"]  # the query plan's key (query-plan.md)
     assert _topics(response) == ["imaging-appropriateness"]
 

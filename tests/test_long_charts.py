@@ -62,7 +62,7 @@ def test_a_long_chart_gets_its_cards_through_the_fallback(tmp_path, long_chart, 
     assert ("dvt-urgent", "critical") in _topics(response)
     assert time.monotonic() - started < 5  # the 2 s FHIR deadline plus the decision, with room for a busy machine
     # Nothing was cut: no key is reported missing.
-    assert "missing" not in response.get_json().get("extension", {}).get("pkp-data-quality", {})
+    assert "missing" not in response.get_json().get("extension", {}).get("org.example.kneecds.data-quality", {})
 
 
 def _fill_like_the_sandbox(templates: dict[str, str], patient_id: str, base: str,
@@ -162,7 +162,7 @@ def test_a_9_mb_chart_of_hostile_text_answers_in_time_and_names_what_it_did_not_
     cpu = time.process_time() - started
     assert response.status_code == 200
     assert ("dvt-urgent", "critical") in _topics(response)  # the hot calf of the sample is still read
-    left_out = response.get_json()["extension"]["pkp-data-quality"]["leftOut"]
+    left_out = response.get_json()["extension"]["org.example.kneecds.data-quality"]["leftOut"]
     unread = [e["reference"] for e in left_out if "text budget" in e["reason"]]
     assert 800 <= len(unread) <= 900 and unread[-1] == "Observation/hostile-899"
     assert left_out[-1]["reason"] == "its text was not read: this call's 1,000,000-character text budget was spent"
@@ -176,4 +176,4 @@ def test_text_seen_before_costs_no_budget(client):
     body["prefetch"]["exam-findings"]["entry"] += [{"resource": _exam_note(f"same-{i}", note)} for i in range(1_000)]
     response = client.post("/cds-services/posterior-knee-pain", json=body)
     assert response.status_code == 200
-    assert response.get_json()["extension"]["pkp-data-quality"].get("leftOut", []) == []
+    assert response.get_json()["extension"]["org.example.kneecds.data-quality"].get("leftOut", []) == []

@@ -17,7 +17,7 @@ def test_an_invalid_resource_is_left_out_and_listed_without_its_content(client):
     response = client.post("/cds-services/knee-imaging-select", json=body)
     assert response.status_code == 200
     data = response.get_json()
-    left_out = data["extension"]["pkp-data-quality"]["leftOut"]
+    left_out = data["extension"]["org.example.kneecds.data-quality"]["leftOut"]
     assert left_out == [{"reference": "Procedure/xray-bad", "reason": left_out[0]["reason"]}]
     assert "performedDateTime" in left_out[0]["reason"]
     assert "secret note 42" not in response.get_data(as_text=True)
@@ -40,7 +40,7 @@ def test_an_unknown_element_or_resource_type_does_not_fail_the_call(client):
     conditions.append({"resource": {"resourceType": "NotAResource", "id": "n"}})
     response = client.post("/cds-services/posterior-knee-pain", json=body)
     assert response.status_code == 200
-    quality = response.get_json()["extension"]["pkp-data-quality"]
+    quality = response.get_json()["extension"]["org.example.kneecds.data-quality"]
     # The calf pain could change the DVT advice: named. The allergy and the unknown type no rule reads: counted.
     assert [r["reference"] for r in quality["leftOut"]] == ["Condition/weird"]
     assert quality["notRead"] == 2
@@ -52,7 +52,7 @@ def test_a_resource_whose_json_is_malformed_where_the_index_reads_is_left_out_an
         "resourceType": "Condition", "id": "bent", "subject": {"reference": "Patient/x"}, "code": {"coding": "M25.561"}}})
     response = client.post("/cds-services/posterior-knee-pain", json=body)
     assert response.status_code == 200
-    assert response.get_json()["extension"]["pkp-data-quality"]["leftOut"] == [
+    assert response.get_json()["extension"]["org.example.kneecds.data-quality"]["leftOut"] == [
         {"reference": "Condition/bent", "reason": "code.coding: expected an array"}]
 
 

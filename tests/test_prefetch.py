@@ -118,7 +118,7 @@ def test_operation_outcome_for_optional_data_goes_on_and_says_so(settings, full_
     response = _call(settings, full_body, fhir)
     assert response.status_code == 200
     assert fhir.calls == []
-    missing = response.get_json()["extension"]["pkp-data-quality"]["missing"]
+    missing = response.get_json()["extension"]["org.example.kneecds.data-quality"]["missing"]
     assert [m["key"] for m in missing] == ["procedures"]
 
 
@@ -137,7 +137,7 @@ def test_missing_optional_data_without_a_fhir_server_goes_on(client, full_body):
     del full_body["prefetch"]["recent-encounters"]
     response = client.post("/cds-services/knee-imaging-select", json=full_body)
     assert response.status_code == 200
-    assert response.get_json()["extension"]["pkp-data-quality"]["missing"][0]["key"] == "recent-encounters"
+    assert response.get_json()["extension"]["org.example.kneecds.data-quality"]["missing"][0]["key"] == "recent-encounters"
 
 
 def test_a_fhir_server_error_on_required_data_is_412(settings, full_body):

@@ -34,7 +34,7 @@ def without_uuids(response: dict[str, Any]) -> str:
     """The response as a clinician and an integrator see it: cards and what was left out or missing, not the count
     of resources no rule reads (which grows with every resource added)."""
     response = copy.deepcopy(response)
-    quality = response.get("extension", {}).get("pkp-data-quality", {})
+    quality = response.get("extension", {}).get("org.example.kneecds.data-quality", {})
     quality.pop("notRead", None)
     if "extension" in response and not quality:
         del response["extension"]
@@ -47,7 +47,7 @@ def without_uuids(response: dict[str, Any]) -> str:
 
 
 def wells_of(response: dict[str, Any]) -> int:
-    return next(c["extension"]["pkp-wells"]["score"] for c in response["cards"] if "extension" in c)
+    return next(c["extension"]["org.example.kneecds.wells"]["score"] for c in response["cards"] if "extension" in c)
 
 
 # --- adding a Wells criterion never lowers the score ----------------------------------------------

@@ -174,7 +174,7 @@ def dvt_card(response: dict[str, Any]) -> tuple[str, str] | None:
 def wells_criteria(response: dict[str, Any]) -> set[str]:
     for card in response["cards"]:
         extension = card.get("extension", {})
-        wells = extension.get("org.example.kneecds.wells") or extension.get("pkp-wells")
+        wells = extension.get("org.example.kneecds.wells") or extension.get("org.example.kneecds.wells")
         if wells is not None:
             return set(wells.get("criteria", []))
     raise AssertionError("no DVT card carries a Wells result")
@@ -182,7 +182,7 @@ def wells_criteria(response: dict[str, Any]) -> set[str]:
 
 def left_out(response: dict[str, Any]) -> list[dict[str, Any]]:
     extension = response.get("extension", {})
-    quality = extension.get("org.example.kneecds.data-quality") or extension.get("pkp-data-quality") or {}
+    quality = extension.get("org.example.kneecds.data-quality") or extension.get("org.example.kneecds.data-quality") or {}
     return quality.get("leftOut", [])
 
 

@@ -25,10 +25,10 @@ def visible(response: dict[str, Any]) -> set[str]:
     for card in response["cards"]:
         tokens.add(card["source"]["topic"]["code"])
         tokens |= set(re.findall(r"\b[A-Z]{1,2}-\d{2}\b", card.get("detail", "")))
-        wells = card.get("extension", {}).get("pkp-wells")
+        wells = card.get("extension", {}).get("org.example.kneecds.wells")
         if wells:
-            tokens.add("pkp-wells")
-            tokens |= set(wells["criteria"])
+            tokens.add("org.example.kneecds.wells")
+            tokens |= set(wells.get("criteria", []))
         for suggestion in card.get("suggestions", []):
             for action in suggestion["actions"]:
                 for coding in action.get("resource", {}).get("code", {}).get("coding", []):

@@ -71,7 +71,11 @@ class WellsResult:
         return [c for c in WELLS_ORDER if c in present]
 
     def extension(self) -> dict:
-        return {"score": self.score, "likely": self.likely, "leg": self.leg, "criteria": self.criteria}
+        # No empty array in a response (CDS Hooks 2.0): a score with no positive criterion has no criteria key.
+        out: dict = {"score": self.score, "likely": self.likely, "leg": self.leg}
+        if self.criteria:
+            out["criteria"] = self.criteria
+        return out
 
     def lines(self) -> list[str]:
         out = [f"**Two-level Wells score: {self.score}** ({'DVT likely' if self.likely else 'DVT unlikely'}; "
