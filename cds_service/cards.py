@@ -123,9 +123,11 @@ class CardBuilder:
         definition = self.knowledge.card(finding.card_id)
         source_def = self.knowledge.cards["sources"][definition["source"]]
         values = {
+            **definition.get("summary_defaults", {}),
             "side_phrase": _side_phrase(finding.side),
             "score": finding.wells.score if finding.wells else "not scored",
             "leg_phrase": f"{finding.side} leg" if finding.side in ("left", "right") else "leg",
+            **dict(finding.summary_values),
         }
         summary = definition["summary"].format_map(values)
         indicator = finding.indicator or definition["indicator"]

@@ -50,9 +50,10 @@ class Seen:
     topic: str
     indicator: str
     rules: tuple[str, ...]  # the "Rules: ..." line of the detail
-    wells_score: int | None  # pkp-wells, absent when Wells was not applied
+    wells_score: int | None  # org.example.kneecds.wells, absent when Wells was not applied
     criteria: tuple[str, ...]
     orders: tuple[str, ...]  # the text of every order a suggestion would create
+    summary: str
 
     @classmethod
     def of(cls, card: dict[str, Any]) -> Seen:
@@ -62,7 +63,8 @@ class Seen:
                        for action in suggestion["actions"] if action["type"] == "create")
         return cls(card["source"]["topic"]["code"], card["indicator"],
                    tuple(found.group(1).split(", ")) if found else (),
-                   wells["score"] if wells else None, tuple(wells.get("criteria", ())) if wells else (), orders)
+                   wells["score"] if wells else None, tuple(wells.get("criteria", ())) if wells else (), orders,
+                   card["summary"])
 
 
 DUPLEX = "Proximal leg vein ultrasound (venous duplex)"

@@ -96,7 +96,8 @@ def test_a_new_red_flag_is_a_value_set_and_a_table_row(tmp_path):
     with (cards / "cards.toml").open("a") as toml:
         toml.write('\n[[red_flags]]\nid = "RF-08"\nname = "Hard mass behind the knee"\nindicator = "warning"\n'
                    'gate = "knee"\nwhen = [["condition:hard-popliteal-mass"]]\n'
-                   'action = "- Hard mass: radiograph, then MRI or urgent referral."\nsource = "RF-KNEE"\n')
+                   'action = "- Hard mass: radiograph, then MRI or urgent referral."\n'
+                   'urgency = "knee radiograph, then MRI or urgent referral"\nsource = "RF-KNEE"\n')
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'f.db'}", now="2026-11-20", cards_dir=str(cards)))
     body = example_request("chronic-posterior-knee-pain.json", "patient-view")
 
@@ -104,12 +105,13 @@ def test_a_new_red_flag_is_a_value_set_and_a_table_row(tmp_path):
         request = json.loads(json.dumps(body))
         request["prefetch"]["conditions"]["entry"] += [{"resource": c} for c in extra_conditions]
         cards_shown = app.test_client().post("/cds-services/posterior-knee-pain", json=request).get_json()["cards"]
-        return [c["summary"] + c["detail"] for c in cards_shown if c["source"]["topic"]["code"] == "red-flag"]
+        return [c["summary"] + "\n" + c["detail"] for c in cards_shown if c["source"]["topic"]["code"] == "red-flag"]
 
     mass = {"resourceType": "Condition", "id": "mass-1", "subject": {"reference": "Patient/pkp-chronic-01"},
             "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
                                            "code": "active"}]},
             "code": {"text": "Hard mass behind the right knee"}, "onsetDateTime": "2026-11-10"}
     shown = flags([mass])
-    assert len(shown) == 1 and "Hard mass behind the knee" in shown[0] and "RF-08" in shown[0]
+    assert len(shown) == 1 and "RF-08" in shown[0]
+    assert shown[0].startswith("Hard mass behind the knee: knee radiograph, then MRI or urgent referral\n")
     assert flags([{**mass, "code": {"text": "Soft swelling behind the right knee"}}]) == []

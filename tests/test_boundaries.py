@@ -51,6 +51,14 @@ def test_limb_threat_gate(changes, expected):
     assert shown(flag, "indicator", "rules") == expected
 
 
+def test_two_red_flags_are_both_named_in_the_summary():
+    conditions = {**ISCHAEMIA, "compartment-syndrome": (ev("Compartment syndrome of right lower leg", 0),)}
+    flag = card_on(patient(conditions=conditions), "red-flag")
+    assert shown(flag, "indicator", "rules", "summary") == (
+        "critical", ("RF-05", "RF-07"), "Threatened limb (cold, pale or pulseless leg, or knee dislocation) and "
+        "Possible compartment syndrome: assess each today, as below")
+
+
 # --- RF-02 severe pain after trauma: pain score >= 7/10 with a knee injury in the last 7 days ----------------------
 INJURY = {"knee-injury": (ev("Sprain of right knee", 2),)}
 RF02 = ("warning", ("RF-02",))

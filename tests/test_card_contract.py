@@ -125,3 +125,22 @@ def test_the_popliteal_artery_study_uses_the_arterial_duplex_codes():
     for card in artery:
         for resource in _creates(card):
             assert _codes(resource, CPT) <= {"93925", "93926"}
+
+
+RED_FLAG_NAMES = {row["name"] for row in KNOWLEDGE.cards["red_flags"]}
+RED_FLAG_CARDS = [(key, card) for key, card in CARDS if card["source"]["topic"]["code"] == "red-flag"]
+
+
+def test_the_samples_raise_every_red_flag():
+    listed = {name for _, card in RED_FLAG_CARDS for name in RED_FLAG_NAMES if f"**{name}**" in card["detail"]}
+    assert listed == RED_FLAG_NAMES
+
+
+@pytest.mark.parametrize(("key", "card"), RED_FLAG_CARDS, ids=[k for k, _ in RED_FLAG_CARDS])
+def test_a_red_flag_summary_names_each_flag_on_the_card_and_what_to_do(key, card):
+    # Many EHRs show only the summary: "Red flag ... (see details)" told a clinician nothing.
+    flags = [name for name in RED_FLAG_NAMES if f"**{name}**" in card["detail"]]
+    assert flags and all(name in card["summary"] for name in flags), card["summary"]
+    urgencies = [row["urgency"] for row in KNOWLEDGE.cards["red_flags"] if row["name"] in flags]
+    assert card["summary"].endswith(urgencies[0] if len(flags) == 1 else "assess each today, as below")
+

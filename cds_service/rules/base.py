@@ -102,6 +102,7 @@ class Finding:
     wells: WellsResult | None = None
     indicator: str | None = None  # overrides the definition's (escalation, locked knee)
     extra: tuple[str, ...] = field(default=())  # more markdown paragraphs for the detail
+    summary_values: tuple[tuple[str, str], ...] = ()  # fills the card's summary template (the red flags that fired)
 
 
 def same_side(a: str, b: str) -> bool:

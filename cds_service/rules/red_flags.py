@@ -28,11 +28,12 @@ class RedFlag:
     gate: str  # knee | limb
     when: tuple[tuple[str, ...], ...]  # alternatives, each a set of evidence sources that must all be present
     action: str
+    urgency: str  # what to do, in a few words, for the card summary
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RedFlag:
         return cls(row["id"], row["name"], row["indicator"], row["gate"], tuple(tuple(a) for a in row["when"]),
-                   row["action"])
+                   row["action"], row["urgency"])
 
 
 def _severe_pain(facts: PatientFacts) -> tuple[Evidence, ...]:
@@ -81,5 +82,11 @@ def red_flags(facts: PatientFacts, table: tuple[RedFlag, ...]) -> list[Finding]:
     for flag, evidence in fired:
         lines.append(f"- **{flag.name}** ({flag.id}):")
         lines += [f"  - {e.line()}" for e in evidence]
+    # The summary names every flag; a single flag's urgency too (several: the card's default).
+    names = [flag.name for flag, _ in fired]
+    summary = {"red_flags": names[0]} if len(names) == 1 else {"red_flags": "; ".join(names[:-1]) + " and " + names[-1]}
+    if len(fired) == 1:
+        summary["urgency"] = fired[0][0].urgency
     return [Finding("red-flag", tuple(flag.id for flag, _ in fired), tuple(lines), facts.painful_side,
-                    indicator=indicator, extra=tuple(flag.action for flag, _ in fired))]
+                    indicator=indicator, extra=tuple(flag.action for flag, _ in fired),
+                    summary_values=tuple(summary.items()))]
