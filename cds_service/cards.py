@@ -21,13 +21,29 @@ CPT = "http://www.ama-assn.org/go/cpt"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 
-_SIDE_CODING = {
-    "right": {"system": SNOMED, "code": "24028007", "display": "Right"},
-    "left": {"system": SNOMED, "code": "7771000", "display": "Left"},
-    "both": {"system": SNOMED, "code": "51440002", "display": "Right and left"},
+# One pre-coordinated SNOMED body site per side (card contract): the codings of one CodeableConcept are alternatives,
+# so a side as a second coding could be read as the whole body site. Both sides: two bodySite entries.
+_KNEE = {
+    "right": ("6757004", "Structure of right knee region"),
+    "left": ("82169009", "Structure of left knee region"),
+    "unknown": ("72696002", "Knee region structure"),
 }
-_KNEE = {"system": SNOMED, "code": "72696002", "display": "Knee region structure"}
-_LOWER_LIMB = {"system": SNOMED, "code": "61685007", "display": "Lower limb structure"}
+_LOWER_LIMB = {
+    "right": ("62175007", "Structure of right lower limb"),
+    "left": ("32153003", "Structure of left lower limb"),
+    "unknown": ("61685007", "Lower limb structure"),
+}
+
+
+def body_sites(region: dict[str, tuple[str, str]], side: str) -> list[dict[str, Any]]:
+    """The ServiceRequest.bodySite of a study of this region on this side."""
+    if side == "both":
+        return body_sites(region, "right") + body_sites(region, "left")
+    code, display = region.get(side, region["unknown"])
+    site: dict[str, Any] = {"coding": [{"system": SNOMED, "code": code, "display": display}]}
+    if side not in region:
+        site["text"] = f"{display}, side not recorded"
+    return [site]
 
 
 def _by_side(side: str, right: tuple[str, str], left: tuple[str, str], both: tuple[str, str],
@@ -50,7 +66,7 @@ def _duplex_cpt(side: str, unilateral: str, bilateral: str, what: str) -> dict[s
     return {"system": CPT, "code": bilateral, "display": f"{what}; complete bilateral study"}
 
 
-def orderable(kind: str, side: str) -> tuple[str, list[dict[str, str]], dict[str, str] | None]:
+def orderable(kind: str, side: str) -> tuple[str, list[dict[str, str]], dict[str, tuple[str, str]] | None]:
     """(text, codings, body site) of an orderable study (card-contract.md: a CPT and a LOINC code)."""
     if kind == "xray-standing":
         return ("Knee radiographs, weight-bearing (standing AP and lateral)", [
@@ -99,12 +115,7 @@ def service_request(kind: str, patient_id: str, side: str, reasons: tuple[str, .
         "subject": {"reference": f"Patient/{patient_id}"},
     }
     if site is not None:
-        body_site: dict[str, Any] = {"coding": [site]}
-        if side in _SIDE_CODING:
-            body_site["coding"].append(_SIDE_CODING[side])
-            body_site["text"] = {"right": "right", "left": "left", "both": "both"}[side] + (
-                " knee" if site is _KNEE else " leg")
-        resource["bodySite"] = [body_site]
+        resource["bodySite"] = body_sites(site, side)
     if reasons:
         resource["reasonReference"] = [{"reference": r} for r in reasons]
     return resource

@@ -24,6 +24,8 @@ OVERRIDE_SYSTEM = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-co
 MODALITY_CPT = {"xray": {"73560", "73562", "73564", "73565"}, "mri": {"73721"},
                 "us-knee": {"76881", "76882", "93925", "93926"}, "venous-duplex": {"93970", "93971"}}
 D_DIMER_LOINC = {"48065-7", "48066-5", "48067-3", "48058-2", "71427-9", "15179-5"}
+# card contract: knee right / left / side unknown, lower limb right / left / side unknown
+BODY_SITES = {"6757004", "82169009", "72696002", "62175007", "32153003", "61685007"}
 WELLS_CRITERIA = {"active-cancer", "paralysis-or-immobilisation", "bedridden-or-major-surgery", "deep-vein-tenderness",
                   "entire-leg-swollen", "calf-swelling-3cm", "pitting-oedema", "collateral-superficial-veins",
                   "previous-dvt", "alternative-diagnosis"}
@@ -107,7 +109,9 @@ def test_every_suggested_order_is_an_orderable_service_request(key, card):
         if loinc & D_DIMER_LOINC:
             continue
         assert _codes(resource, CPT) and loinc, "imaging orders carry a CPT and a LOINC code"
-        assert resource["bodySite"]
+        sites = [[c["code"] for c in site["coding"]] for site in resource["bodySite"]]
+        assert sites and all(len(codes) == 1 for codes in sites), "one pre-coordinated code per body site"
+        assert all(codes[0] in BODY_SITES for codes in sites), sites
 
 
 @pytest.mark.parametrize(("key", "card"), CARDS, ids=[k for k, _ in CARDS])

@@ -130,8 +130,9 @@ def test_the_mri_card_replaces_the_draft_with_an_orderable_xray(tmp_path):
     assert request["status"] == "draft" and request["intent"] == "proposal"
     assert request["subject"] == {"reference": "Patient/pkp-chronic-01"}
     assert request["reasonReference"] == [{"reference": "Condition/cond-1"}]
-    right = {"system": "http://snomed.info/sct", "code": "24028007", "display": "Right"}
-    assert right in request["bodySite"][0]["coding"]
+    # One pre-coordinated code per site: a side is never a second coding (codings are alternatives).
+    assert request["bodySite"] == [{"coding": [{"system": "http://snomed.info/sct", "code": "6757004",
+                                                "display": "Structure of right knee region"}]}]
 
 
 def test_cards_explain_what_triggered_them_with_dates_and_source(tmp_path):
