@@ -130,7 +130,9 @@ class CardBuilder:
         self.knowledge = knowledge
         self.new_uuid = new_uuid
 
-    def build(self, finding: Finding, patient_id: str, rejected: tuple[Rejected, ...], today: date) -> dict[str, Any]:
+    def build(self, finding: Finding, patient_id: str, rejected: tuple[Rejected, ...], today: date,
+              missing: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The card of a finding; `missing`: the prefetch keys the call went on without (their gap lines)."""
         definition = self.knowledge.card(finding.card_id)
         source_def = self.knowledge.cards["sources"][definition["source"]]
         values = {
@@ -145,7 +147,7 @@ class CardBuilder:
         card: dict[str, Any] = {
             "uuid": self.new_uuid(),
             "summary": summary if len(summary) <= 140 else summary[:139] + "…",
-            "detail": self._detail(finding, definition, rejected, today),
+            "detail": self._detail(finding, definition, rejected, today, missing),
             "indicator": indicator,
             "source": self._source(definition, source_def),
         }
@@ -174,7 +176,7 @@ class CardBuilder:
         return source
 
     def _detail(self, finding: Finding, definition: dict[str, Any], rejected: tuple[Rejected, ...],
-                today: date) -> str:
+                today: date, missing: tuple[str, ...]) -> str:
         parts = ["**Why this card:**\n" + "\n".join(finding.evidence)]
         if finding.wells is not None:
             parts.append("\n".join(finding.wells.lines()))
@@ -182,6 +184,8 @@ class CardBuilder:
         parts += [p for p in finding.extra if p]
         if "disagreement" in definition:
             parts.append(definition["disagreement"].strip())
+        gaps = self.knowledge.cards.get("gaps", {})
+        parts += [gaps[key]["line"] for key in missing if key in gaps and definition["topic"] in gaps[key]["topics"]]
         caveat = [r for r in rejected if r.resource_type in finding.reads]
         if caveat:
             refs = ", ".join(r.reference for r in caveat[:5])

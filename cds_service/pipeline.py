@@ -63,6 +63,7 @@ def decide(
     facts = build_facts(index, now)
     builder = card_builder or CardBuilder(knowledge)
     findings = rules.evaluate(facts, hook, rule_book or rules.RuleBook.from_cards(knowledge.cards))
-    cards = [builder.build(f, context["patientId"], index.rejected, facts.today) for f in findings]
+    missing = tuple(gap.key for gap in gaps)
+    cards = [builder.build(f, context["patientId"], index.rejected, facts.today, missing) for f in findings]
     cards.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
     return Decision(cards, index.rejected, gaps, index.not_read)
