@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from .facts import Evidence
 from .knowledge import Knowledge
 from .parse import Rejected
-from .rules import Finding, Suggest
+from .rules import DetailLine, Finding, Suggest
 
 # Extension keys in reverse-domain notation under the service's namespace (CDS Hooks 2.0 §Extensions; card contract).
 EXTENSION_NAMESPACE = "org.example.kneecds"
@@ -125,6 +127,49 @@ def _side_phrase(side: str) -> str:
     return {"right": "right ", "left": "left "}.get(side, "")
 
 
+# How the "data left out" line names a record of each type (no references in the prose; they are in leftOut).
+_RECORD_WORDS = {"Condition": "diagnosis record", "Observation": "observation", "Procedure": "procedure",
+                 "MedicationRequest": "prescription", "Encounter": "visit record", "DiagnosticReport": "report",
+                 "Patient": "patient record", "ServiceRequest": "order"}
+
+
+class _DetailWriter:
+    """Writes one card's lines: each datum once, in plain words with its date; the references and rule ids go to the
+    card's evidence extension ({"reference", "date", "rules"}), never into the prose."""
+
+    def __init__(self, card_rules: tuple[str, ...]):
+        self.card_rules = card_rules
+        self.shown: set[str] = set()
+        self.cited: dict[str, dict[str, Any]] = {}
+
+    def line(self, line: DetailLine) -> str | None:
+        if isinstance(line, str):
+            return line
+        for evidence in line.evidence:
+            self._cite(evidence, line.rules)
+        new = [e for e in line.evidence if e.reference not in self.shown]
+        if line.evidence and not new:  # every datum of the line is on the card already
+            return f"{line.head} see above" if line.refer_back else None
+        self.shown.update(e.reference for e in new)
+        return " ".join([line.head, "; ".join(e.line() for e in new)]).strip()
+
+    def block(self, lines: tuple[DetailLine, ...], heading: bool = True) -> str:
+        """Lines written together; with `heading`, a first line left with nothing under it is left out too."""
+        written = [text for line in lines if (text := self.line(line)) is not None]
+        if heading and lines and isinstance(lines[0], str) and written == [lines[0]]:
+            return ""
+        return "\n".join(written)
+
+    def _cite(self, evidence: Evidence, rules: tuple[str, ...]) -> None:
+        item = self.cited.setdefault(evidence.reference, {"reference": evidence.reference})
+        if evidence.when is not None:
+            item["date"] = evidence.when.isoformat()
+        item["rules"] = list(dict.fromkeys([*item.get("rules", self.card_rules), *rules]))
+
+    def evidence(self) -> list[dict[str, Any]]:
+        return list(self.cited.values()) or [{"rules": list(self.card_rules)}]
+
+
 class CardBuilder:
     def __init__(self, knowledge: Knowledge, new_uuid: Callable[[], str] = lambda: str(uuid.uuid4())):
         self.knowledge = knowledge
@@ -143,11 +188,12 @@ class CardBuilder:
             **dict(finding.summary_values),
         }
         summary = definition["summary"].format_map(values)
+        detail, evidence = self._detail(finding, definition, rejected, today, missing)
         indicator = finding.indicator or definition["indicator"]
         card: dict[str, Any] = {
             "uuid": self.new_uuid(),
             "summary": summary if len(summary) <= 140 else summary[:139] + "…",
-            "detail": self._detail(finding, definition, rejected, today, missing),
+            "detail": detail,
             "indicator": indicator,
             "source": self._source(definition, source_def),
         }
@@ -158,8 +204,9 @@ class CardBuilder:
         if suggestions:
             card["suggestions"] = suggestions
             card["selectionBehavior"] = "at-most-one"
+        card["extension"] = {EVIDENCE_EXTENSION: evidence}
         if finding.wells is not None and definition["topic"].startswith("dvt-"):
-            card["extension"] = {WELLS_EXTENSION: finding.wells.extension()}
+            card["extension"][WELLS_EXTENSION] = finding.wells.extension()
         return card
 
     def _source(self, definition: dict[str, Any], source_def: dict[str, Any]) -> dict[str, Any]:
@@ -176,23 +223,27 @@ class CardBuilder:
         return source
 
     def _detail(self, finding: Finding, definition: dict[str, Any], rejected: tuple[Rejected, ...],
-                today: date, missing: tuple[str, ...]) -> str:
-        parts = ["**Why this card:**\n" + "\n".join(finding.evidence)]
+                today: date, missing: tuple[str, ...]) -> tuple[str, list[dict[str, Any]]]:
+        """The card's markdown detail, and the evidence extension of the chart data it rests on."""
+        writer = _DetailWriter(finding.rules)
+        parts = ["**Why this card:**\n" + writer.block(finding.evidence, heading=False)]
         if finding.wells is not None:
-            parts.append("\n".join(finding.wells.lines()))
+            parts.append(writer.block(finding.wells.lines()))
         parts.append("**What to do:**\n" + definition["recommendation"].strip())
-        parts += [p for p in finding.extra if p]
-        if "disagreement" in definition:
+        parts += [writer.block(p) if isinstance(p, tuple) else p for p in finding.extra]
+        if "disagreement" in definition and not (
+                definition.get("disagreement_when") == "wells-unlikely" and finding.wells and finding.wells.likely):
             parts.append(definition["disagreement"].strip())
         gaps = self.knowledge.cards.get("gaps", {})
         parts += [gaps[key]["line"] for key in missing if key in gaps and definition["topic"] in gaps[key]["topics"]]
-        caveat = [r for r in rejected if r.resource_type in finding.reads]
+        caveat = Counter(_RECORD_WORDS.get(r.resource_type, "record") for r in rejected
+                         if r.resource_type in finding.reads)
         if caveat:
-            refs = ", ".join(r.reference for r in caveat[:5])
-            parts.append(f"**Data left out:** {len(caveat)} record(s) could not be read ({refs}) and were not "
-                         "considered; they could have changed this advice.")
-        parts.append(f"*Rules: {', '.join(finding.rules)}. Evaluated on {today.isoformat()}.*")
-        return "\n\n".join(parts)
+            what = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in caveat.items())
+            parts.append(f"**Data left out:** {what} could not be read and {'were' if caveat.total() > 1 else 'was'} "
+                         "not considered, though it could have changed this advice.")
+        parts.append(f"*Evaluated on {today.isoformat()}.*")
+        return "\n\n".join(p for p in parts if p), writer.evidence()
 
     def _suggestion(self, suggest: Suggest, definition: dict[str, Any], finding: Finding,
                     patient_id: str) -> dict[str, Any]:

@@ -49,7 +49,7 @@ class Seen:
 
     topic: str
     indicator: str
-    rules: tuple[str, ...]  # the "Rules: ..." line of the detail
+    rules: tuple[str, ...]  # the card's own rules: those every item of its evidence extension names
     wells_score: int | None  # org.example.kneecds.wells, absent when Wells was not applied
     criteria: tuple[str, ...]
     orders: tuple[str, ...]  # the text of every order a suggestion would create
@@ -58,11 +58,12 @@ class Seen:
     @classmethod
     def of(cls, card: dict[str, Any]) -> Seen:
         wells = card.get("extension", {}).get("org.example.kneecds.wells")
-        found = re.search(r"\*Rules: ([^.]*)\.", card["detail"])
+        items = [item["rules"] for item in card["extension"]["org.example.kneecds.evidence"]]
+        rules = tuple(rule for rule in items[0] if all(rule in other for other in items))
         orders = tuple(action["resource"]["code"]["text"] for suggestion in card.get("suggestions", [])
                        for action in suggestion["actions"] if action["type"] == "create")
         return cls(card["source"]["topic"]["code"], card["indicator"],
-                   tuple(found.group(1).split(", ")) if found else (),
+                   rules,
                    wells["score"] if wells else None, tuple(wells.get("criteria", ())) if wells else (), orders,
                    card["summary"])
 

@@ -105,7 +105,8 @@ def test_a_new_red_flag_is_a_value_set_and_a_table_row(tmp_path):
         request = json.loads(json.dumps(body))
         request["prefetch"]["conditions"]["entry"] += [{"resource": c} for c in extra_conditions]
         cards_shown = app.test_client().post("/cds-services/posterior-knee-pain", json=request).get_json()["cards"]
-        return [c["summary"] + "\n" + c["detail"] for c in cards_shown if c["source"]["topic"]["code"] == "red-flag"]
+        return [c["summary"] + "\n" + c["detail"] + json.dumps(c["extension"]) for c in cards_shown
+                if c["source"]["topic"]["code"] == "red-flag"]
 
     mass = {"resourceType": "Condition", "id": "mass-1", "subject": {"reference": "Patient/pkp-chronic-01"},
             "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",

@@ -3,11 +3,13 @@ bundles produce."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from markdown_it import MarkdownIt
 
 from cds_service.cli import build_request, bundle_resources, split_bundle
 from cds_service.knowledge import load_knowledge
@@ -47,6 +49,10 @@ ANSWERS = _answers()
 CARDS = [(f"{n}:{h}:{i}", card) for n, h, r in ANSWERS for i, card in enumerate(r["cards"])]
 
 
+def _rules(card: dict[str, Any]) -> set[str]:
+    return {rule for item in card["extension"]["org.example.kneecds.evidence"] for rule in item["rules"]}
+
+
 def _creates(card: dict[str, Any]) -> list[dict[str, Any]]:
     return [a["resource"] for s in card.get("suggestions", []) for a in s["actions"] if a["type"] == "create"]
 
@@ -82,7 +88,8 @@ def test_every_card_keeps_the_contract(key, card):
     assert topic["system"] == TOPIC_SYSTEM and topic["display"]
     assert card["source"]["label"]
     assert len(card["summary"]) <= 140
-    assert "Why this card" in card["detail"] and "What to do" in card["detail"] and "Rules:" in card["detail"]
+    assert "Why this card" in card["detail"] and "What to do" in card["detail"]
+    assert all(item["rules"] for item in card["extension"]["org.example.kneecds.evidence"])
     if card["indicator"] in ("warning", "critical"):
         assert card["overrideReasons"] and all(r["system"] == OVERRIDE_SYSTEM and r["display"]
                                                for r in card["overrideReasons"])
@@ -124,7 +131,7 @@ def test_dvt_is_only_ever_tested_by_duplex_or_d_dimer(key, card):
 
 
 def test_the_popliteal_artery_study_uses_the_arterial_duplex_codes():
-    artery = [card for _, card in CARDS if "K-13" in card["detail"] and card["source"]["topic"]["code"] == "imaging"]
+    artery = [card for _, card in CARDS if "K-13" in _rules(card) and card["source"]["topic"]["code"] == "imaging"]
     assert artery
     for card in artery:
         for resource in _creates(card):
@@ -148,3 +155,45 @@ def test_a_red_flag_summary_names_each_flag_on_the_card_and_what_to_do(key, card
     urgencies = [row["urgency"] for row in KNOWLEDGE.cards["red_flags"] if row["name"] in flags]
     assert card["summary"].endswith(urgencies[0] if len(flags) == 1 else "assess each today, as below")
 
+
+
+# --- read in seconds (card contract, amended 2026-11-26) -------------------------------------------------------------
+REFERENCE = re.compile(r"\b(?:Patient|Condition|Observation|Procedure|MedicationRequest|Encounter|DiagnosticReport|"
+                       r"ServiceRequest)/[A-Za-z0-9\-.]+")
+RULE_ID = re.compile(r"\b(?:[GWDRPKLN]|RF)-\d{2}\b")
+DATUM = re.compile(r"[^\n:;]+? \(\d{4}-\d{2}-\d{2}\)")  # a datum in plain words with its date
+
+
+@pytest.mark.parametrize(("key", "card"), CARDS, ids=[k for k, _ in CARDS])
+def test_a_card_is_read_in_seconds(key, card):
+    prose = card["summary"] + "\n" + card["detail"]
+    assert len(card["detail"]) < 1200, len(card["detail"])
+    assert not REFERENCE.search(prose), REFERENCE.search(prose).group()  # references go to the evidence extension
+    assert not RULE_ID.search(prose), RULE_ID.search(prose).group()  # ... and so do rule ids
+    assert not [c for c in WELLS_CRITERIA if c in prose]  # criterion ids are for machines (the Wells extension)
+    data = [d.strip().lstrip("- ") for d in DATUM.findall(card["detail"])]
+    assert len(data) == len(set(data)), [d for d in data if data.count(d) > 1]  # each datum once
+
+
+@pytest.mark.parametrize(("key", "card"), CARDS, ids=[k for k, _ in CARDS])
+def test_every_card_cites_its_evidence_for_machines(key, card):
+    items = card["extension"]["org.example.kneecds.evidence"]
+    assert items and all(set(item) <= {"reference", "date", "rules"} and item["rules"] for item in items)
+    references = [item["reference"] for item in items if "reference" in item]
+    assert len(references) == len(set(references))
+
+
+@pytest.mark.parametrize(("key", "card"), CARDS, ids=[k for k, _ in CARDS])
+def test_markdown_renders_as_written(key, card):
+    # CommonMark: a paragraph written straight after a list item (no blank line) renders inside that item.
+    source = card["detail"].split("\n")
+    tokens = MarkdownIt("commonmark").parse(card["detail"])
+    depth = 0
+    for token in tokens:
+        depth += token.type == "list_item_open"
+        depth -= token.type == "list_item_close"
+        if token.type == "inline" and depth and token.map:
+            start, end = token.map
+            continued = [line for line in source[start + 1:end] if line and not line.startswith(" ")]
+            assert not continued, f"rendered inside a list item: {continued}"
+    assert "<li>" in MarkdownIt("commonmark").render(card["detail"]) or "\n- " not in card["detail"]

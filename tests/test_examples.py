@@ -138,7 +138,9 @@ def test_the_mri_card_replaces_the_draft_with_an_orderable_xray(tmp_path):
 def test_cards_explain_what_triggered_them_with_dates_and_source(tmp_path):
     body = _post(tmp_path, "chronic-posterior-knee-pain.json", "order-select", "2026-11-20")
     card = body["cards"][0]
-    assert "2026-08-12" in card["detail"] and "Condition/cond-1" in card["detail"]
+    assert "2026-08-12" in card["detail"] and "Condition/cond-1" not in card["detail"]
+    assert {"reference": "Condition/cond-1", "date": "2026-08-12"}.items() <= \
+        next(i for i in card["extension"]["org.example.kneecds.evidence"] if i["reference"] == "Condition/cond-1").items()
     assert card["source"]["label"].startswith("ACR Appropriateness Criteria")
     assert card["source"]["url"].startswith("https://")
 

@@ -20,11 +20,11 @@ NOT_SEPARATELY_VISIBLE: set[str] = set()
 
 
 def visible(response: dict[str, Any]) -> set[str]:
-    """What a clinician can see: topics, rule ids in details, Wells criteria, codes of suggested orders."""
+    """What a card shows: topics, the rules it applies (its evidence extension), Wells criteria, suggested orders."""
     tokens: set[str] = set()
     for card in response["cards"]:
         tokens.add(card["source"]["topic"]["code"])
-        tokens |= set(re.findall(r"\b[A-Z]{1,2}-\d{2}\b", card.get("detail", "")))
+        tokens |= {rule for item in card["extension"]["org.example.kneecds.evidence"] for rule in item["rules"]}
         wells = card.get("extension", {}).get("org.example.kneecds.wells")
         if wells:
             tokens.add("org.example.kneecds.wells")

@@ -20,11 +20,12 @@ class Evidence:
     suspected: bool = False
 
     def line(self) -> str:
+        """The datum in plain words with its date; the reference is for machines (the card's evidence extension)."""
         when = self.when.isoformat() if self.when else "date not recorded"
         side = f", {self.side}" if self.side in ("right", "left", "both") and self.side not in self.label.lower() else ""
         value = f": {self.value}" if self.value else ""
         suspected = " (suspected)" if self.suspected else ""
-        return f"{self.label}{side}{value}{suspected} ({when}; {self.reference})"
+        return f"{self.label}{side}{value}{suspected} ({when})"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ Rule ids are those of shared/clinical/rules.md. Each rule returns ``Finding``s n
 
 from __future__ import annotations
 
-from .base import Finding, Suggest, WellsResult
+from .base import DetailLine, Finding, Line, Suggest, WellsResult
 from .select import RuleBook, evaluate
 
-__all__ = ["Finding", "RuleBook", "Suggest", "WellsResult", "evaluate"]
+__all__ = ["DetailLine", "Finding", "Line", "RuleBook", "Suggest", "WellsResult", "evaluate"]

@@ -32,6 +32,19 @@ WELLS_CRITERIA: dict[str, tuple[str, int]] = {
     "alternative-diagnosis": ("W-10", -2),
 }
 WELLS_ORDER = tuple(WELLS_CRITERIA)
+# How the card names each criterion (the identifiers above are for machines: the Wells extension).
+WELLS_LABELS = {
+    "active-cancer": "Active cancer",
+    "paralysis-or-immobilisation": "Paralysis, paresis or recent plaster cast of the leg",
+    "bedridden-or-major-surgery": "Bedridden 3 days or more, or major surgery in the last 12 weeks",
+    "deep-vein-tenderness": "Tenderness along the deep veins",
+    "entire-leg-swollen": "Entire leg swollen",
+    "calf-swelling-3cm": "Calf 3 cm or more larger than the other",
+    "pitting-oedema": "Pitting oedema of the symptomatic leg",
+    "collateral-superficial-veins": "Collateral superficial veins",
+    "previous-dvt": "Previous DVT",
+    "alternative-diagnosis": "Another diagnosis at least as likely",
+}
 WELLS_LIKELY = 2  # W-11: two-level Wells, likely >= 2
 
 
@@ -77,23 +90,46 @@ class WellsResult:
             out["criteria"] = self.criteria
         return out
 
-    def lines(self) -> list[str]:
-        out = [f"**Two-level Wells score: {self.score}** ({'DVT likely' if self.likely else 'DVT unlikely'}; "
-               f"{self.leg} leg)"]
-        for item in sorted(self.items, key=lambda i: WELLS_ORDER.index(i.criterion)):
-            points = wells_points(item)
-            out.append(f"- {wells_rule(item)} {item.criterion} ({'+' if points > 0 else ''}{points}): "
-                       f"{item.evidence.line()}")
+    def lines(self) -> tuple[DetailLine, ...]:
+        """The score's list: every criterion once, with its data (or "see above" when the card showed it already)."""
+        out: list[DetailLine] = [f"**Two-level Wells score: {self.score}** "
+                                 f"({'DVT likely' if self.likely else 'DVT unlikely'}; {self.leg} leg)"]
+        out += [wells_line(item) for item in sorted(self.items, key=lambda i: WELLS_ORDER.index(i.criterion))]
         if not self.items:
             out.append("- no Wells criterion found in the record")
-        return out
+        return tuple(out)
+
+
+def wells_line(item: WellsItem) -> Line:
+    points = wells_points(item)
+    return Line(f"- {WELLS_LABELS[item.criterion]} ({'+' if points > 0 else ''}{points}):", (item.evidence,),
+                (wells_rule(item),), refer_back=True)
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line of a card's detail that shows chart data: its words, then each datum in plain words with its date.
+
+    The card builder writes each datum once per card (a line whose data the card already showed is left out, or
+    says "see above" when it must stay, as a Wells criterion does) and lists the references and rule ids in the
+    card's evidence extension instead of the prose. `rules`: the rules this line stands for beyond the card's own.
+    """
+
+    head: str
+    evidence: tuple[Evidence, ...] = ()
+    rules: tuple[str, ...] = ()
+    refer_back: bool = False
+
+
+DetailLine = str | Line  # plain words, or a line that shows chart data
+Block = tuple[DetailLine, ...]  # a heading and its lines, written together (left out when no line is left)
 
 
 @dataclass(frozen=True)
 class Finding:
     card_id: str
     rules: tuple[str, ...]
-    evidence: tuple[str, ...]
+    evidence: tuple[DetailLine, ...]
     side: str = "unknown"
     reads: frozenset[str] = ALL_TYPES
     order: DraftOrder | None = None
@@ -101,7 +137,7 @@ class Finding:
     suggestions: tuple[Suggest, ...] = ()
     wells: WellsResult | None = None
     indicator: str | None = None  # overrides the definition's (escalation, locked knee)
-    extra: tuple[str, ...] = field(default=())  # more markdown paragraphs for the detail
+    extra: tuple[str | Block, ...] = field(default=())  # more markdown paragraphs (or blocks) for the detail
     summary_values: tuple[tuple[str, str], ...] = ()  # fills the card's summary template (the red flags that fired)
 
 
@@ -110,8 +146,8 @@ def same_side(a: str, b: str) -> bool:
     return "unknown" in (a, b) or "both" in (a, b) or a == b
 
 
-def lines_of(prefix: str, evidence: Iterable[Evidence]) -> tuple[str, ...]:
-    return tuple(f"- {prefix}: {e.line()}" for e in evidence)
+def lines_of(prefix: str, evidence: Iterable[Evidence], rules: tuple[str, ...] = ()) -> tuple[Line, ...]:
+    return tuple(Line(f"- {prefix}:", (e,), rules) for e in evidence)
 
 
 def condition_refs(evidence: Iterable[Evidence]) -> tuple[str, ...]:
@@ -137,7 +173,7 @@ def is_chronic(facts: PatientFacts) -> bool:
     return weeks is not None and weeks >= CHRONIC_WEEKS
 
 
-def pain_lines(facts: PatientFacts) -> tuple[str, ...]:
+def pain_lines(facts: PatientFacts) -> tuple[Line, ...]:
     return lines_of("Pain behind the knee", facts.posterior_knee_pain)
 
 

@@ -16,14 +16,14 @@ def referred_pain(facts: PatientFacts) -> list[Finding]:
         lines += lines_of("Possible source of referred pain", sciatica)
         extra.append("Pain from the L5/S1 roots or the sciatic nerve is often felt behind the knee. Examine the "
                      "lumbar spine (straight-leg raise, neurology); nerve studies if there is a deficit. This alone "
-                     "is no reason to escalate to a knee MRI. (N-01)")
+                     "is no reason to escalate to a knee MRI.")
     normal_mri = [i for i in facts.imaging if i.modality == "mri" and i.result == "normal"
                   and same_side(i.evidence.side, facts.painful_side)]
     if normal_mri:
         rules.append("K-10")
         lines += lines_of("Normal knee MRI", [i.evidence for i in normal_mri])
         extra.append("With a normal knee MRI, do not repeat it: look outside the joint, at the veins (Wells if there "
-                     "are leg signs), the lumbar spine and the hip. (K-10)")
+                     "are leg signs), the lumbar spine and the hip.")
     if not rules:
         return []
     return [Finding("referred-pain", tuple(rules), pain_lines(facts) + tuple(lines), facts.painful_side,
@@ -66,21 +66,23 @@ def differential(facts: PatientFacts) -> list[Finding]:
     if facts.has("back-pain"):
         lines += lines_of("Back or buttock pain", facts.cond("back-pain"))
     if matched:
-        extra = ["**Causes to consider for where the pain sits:**"] + [
-            f"- *{where}* ({rule}): {causes}. Separating test: {test}." for rule, where, causes, test in matched]
+        extra = ["\n".join(["**Causes to consider for where the pain sits:**"] + [
+            f"- *{where}:* {causes}. Separating test: {test}." for _, where, causes, test in matched])]
         rules = tuple(m[0] for m in matched)
     else:
-        extra = ["**Where exactly the pain sits is not recorded, so all groups apply (L-07):**",
+        extra = ["\n".join([
+                 "**Where exactly the pain sits is not recorded, so all groups apply:**",
                  "- *Joint:* osteoarthritis, meniscal tear (posterior horn or root), Baker's (popliteal) cyst.",
                  "- *Tendon and muscle:* hamstring or calf strain; semimembranosus, biceps femoris or popliteus "
                  "tendinopathy.",
                  "- *Nerve:* referred pain from the lumbar spine (sciatica), piriformis syndrome.",
-                 "- *Vessels:* deep vein thrombosis; popliteal artery aneurysm (rare).",
+                 "- *Vessels:* deep vein thrombosis; popliteal artery aneurysm (rare)."]),
+                 # its own paragraph: written straight after the list, it would render inside the last item
                  "Recording the site (inner, outer, centre, above, below), swelling, mechanical symptoms and calf "
                  "signs makes this list specific."]
         rules = ("L-07",)
     return [Finding("differential", rules, tuple(lines), facts.painful_side, reads=frozenset({"Condition"}),
-                    extra=("\n".join(extra),))]
+                    extra=tuple(extra))]
 
 
 def assessment(facts: PatientFacts) -> list[Finding]:

@@ -8,15 +8,18 @@ from datetime import date, datetime, timedelta
 from ..facts import DDimer, Evidence, ImagingOnRecord, PatientFacts, WellsItem
 from .base import (
     ADULT_AGE,
+    Block,
+    DetailLine,
     Finding,
+    Line,
     Suggest,
     WellsResult,
     gate_safety,
     lines_of,
     pain_lines,
     same_side,
+    wells_line,
     wells_points,
-    wells_rule,
     within,
 )
 
@@ -90,16 +93,15 @@ def _ddimer_since(facts: PatientFacts, day: date | None) -> DDimer | None:
     return max(tests, key=lambda t: str(t.at or t.evidence.when), default=None)
 
 
-def _mimic_note(facts: PatientFacts) -> tuple[str, ...]:
+def _mimic_note(facts: PatientFacts) -> tuple[Block, ...]:
     """D-05: an explaining diagnosis adds a sentence, never suppresses the DVT card."""
     mimics = facts.cond("bakers-cyst") + facts.cond("calf-strain") + facts.cond("cellulitis-leg") + \
         facts.cond("hamstring-strain")
     if not mimics:
         return ()
-    names = "; ".join(e.line() for e in mimics)
-    return (f"**Another diagnosis is on record ({names})**, but it does not exclude DVT: a ruptured Baker's cyst, "
-            "calf tear or cellulitis can look the same. Follow the DVT pathway above; a venous duplex of the leg "
-            "shows a cyst as well as a clot. (D-05)",)
+    return ((Line("**Another diagnosis is on record:**", tuple(mimics), ("D-05",), refer_back=True),
+             "It does not exclude DVT: a ruptured Baker's cyst, calf tear or cellulitis can look the same. Follow the "
+             "DVT pathway above; a venous duplex of the leg shows a cyst as well as a clot."),)
 
 
 # VTE risk factors (rules.md R-01..R-08): kind -> (rule id, label). R-02 and R-03 are Wells items' criteria.
@@ -127,27 +129,27 @@ def risk_factors(facts: PatientFacts) -> list[tuple[str, str, Evidence]]:
     return [(*RISK_FACTORS[kind], evidence) for kind, evidence in kinds]
 
 
-def _risk_lines(facts: PatientFacts) -> tuple[str, ...]:
+def _risk_lines(facts: PatientFacts) -> tuple[Block, ...]:
     risks = risk_factors(facts)
     if not risks:
         return ()
-    lines = ["**VTE risk factors on record:**"]
+    block: list[DetailLine] = ["**VTE risk factors on record:**"]
     seen = set()
     for rule, label, evidence in risks:
         key = (rule, evidence.reference)
         if key not in seen:
             seen.add(key)
-            lines.append(f"- {rule} {label}: {evidence.line()}")
+            block.append(Line(f"- {label}:", (evidence,), (rule,)))
     if facts.age is not None and facts.age > 40:
-        lines.append(f"- R-09 Age {facts.age} (over 40: weak factor, shown only)")
-    return ("\n".join(lines),)
+        block.append(f"- Age {facts.age} (over 40: a weak risk factor)")
+    return (tuple(block),)
 
 
 def _ddimer_note(facts: PatientFacts) -> tuple[str, ...]:
     if facts.age is not None and facts.age > 50:
         return (f"NICE NG158 suggests considering an age-adjusted D-dimer threshold over 50 (commonly age × 10 µg/L "
                 f"FEU, here {facts.age * 10} µg/L FEU). The service shows this but does not apply it: use the "
-                "laboratory's own cut-off unless your local protocol says otherwise. (D-03)",)
+                "laboratory's own cut-off unless your local protocol says otherwise.",)
     return ()
 
 
@@ -172,17 +174,17 @@ def dvt_findings(facts: PatientFacts) -> list[Finding]:
     return out
 
 
-def _urgent(facts: PatientFacts, leg: str, wells: WellsResult | None, notes: tuple[str, ...]) -> Finding:
+def _urgent(facts: PatientFacts, leg: str, wells: WellsResult | None, notes: tuple[str | Block, ...]) -> Finding:
     """D-01: a hot, swollen, tender calf: scan today, whatever the Wells score."""
     lines = lines_of("Calf warmth", facts.calf_warmth) + lines_of("Swelling or tenderness", facts.swelling_or_tenderness)
     if facts.pregnant or facts.postpartum:
         notes = ("**Pregnant or postpartum:** give therapeutic low-molecular-weight heparin until DVT is "
-                 "excluded unless contraindicated; D-dimer is not useful in pregnancy. (P-01)",) + notes
+                 "excluded unless contraindicated; D-dimer is not useful in pregnancy.",) + notes
     return Finding("dvt-urgent", ("D-01", "RF-01"), lines, leg, suggestions=(_DUPLEX,), wells=wells, extra=notes)
 
 
-def _special_groups(facts: PatientFacts, signs: tuple[str, ...], leg: str, wells: WellsResult | None,
-                    notes: tuple[str, ...]) -> list[Finding]:
+def _special_groups(facts: PatientFacts, signs: tuple[Line, ...], leg: str, wells: WellsResult | None,
+                    notes: tuple[str | Block, ...]) -> list[Finding]:
     """P-01 pregnancy, P-02 postpartum, D-09 under 18: the scan directly."""
     out = []
     if facts.pregnant:
@@ -197,7 +199,7 @@ def _special_groups(facts: PatientFacts, signs: tuple[str, ...], leg: str, wells
     return out
 
 
-def _adult_pathway(facts: PatientFacts, signs: tuple[str, ...], wells: WellsResult, notes: tuple[str, ...]) -> Finding:
+def _adult_pathway(facts: PatientFacts, signs: tuple[Line, ...], wells: WellsResult, notes: tuple[str | Block, ...]) -> Finding:
     """D-08 known DVT, else NICE NG158: D-02 (with D-10 after a negative scan) or D-03 by the Wells score."""
     if facts.recent_dvt:  # D-08: do not re-run the diagnostic pathway
         return _known_dvt(facts, signs, notes)
@@ -224,7 +226,7 @@ def _adult_pathway(facts: PatientFacts, signs: tuple[str, ...], wells: WellsResu
                    suggestions=(Suggest("d-dimer", "d-dimer"),), wells=wells, extra=notes + _ddimer_note(facts))
 
 
-def _without_leg_signs(facts: PatientFacts, notes: tuple[str, ...]) -> list[Finding]:
+def _without_leg_signs(facts: PatientFacts, notes: tuple[str | Block, ...]) -> list[Finding]:
     """D-08 known DVT, or D-04: VTE risk factors with knee pain and no leg signs (escalated when the record holds 2)."""
     if not (facts.posterior_knee_pain or facts.knee_pain_unknown_location):
         return []
@@ -236,14 +238,14 @@ def _without_leg_signs(facts: PatientFacts, notes: tuple[str, ...]) -> list[Find
     partial = sum(wells_points(i) for i in readable.values())
     lines = pain_lines(facts) or lines_of("Knee pain", [k.evidence for k in facts.knee_pain])
     if partial >= ESCALATION_POINTS:
-        points = [f"- {wells_rule(i)} {i.criterion} (+1): {i.evidence.line()}" for i in readable.values()]
+        points = (f"**Wells items already in the record: {partial} points**",
+                  *(wells_line(i) for i in readable.values()))
         return [Finding("dvt-risk-factors-escalated", ("D-04",), lines, facts.painful_side, indicator="warning",
-                        extra=(f"**Wells items already in the record: {partial} points**\n" + "\n".join(points),)
-                        + _risk_lines(facts))]
+                        extra=(points,) + _risk_lines(facts))]
     return [Finding("dvt-risk-factors", ("D-04",), lines, facts.painful_side, extra=_risk_lines(facts))]
 
-def _after_negative_scan(facts: PatientFacts, scan: ImagingOnRecord, signs: tuple[str, ...], wells: WellsResult,
-                         notes: tuple[str, ...]) -> Finding:
+def _after_negative_scan(facts: PatientFacts, scan: ImagingOnRecord, signs: tuple[Line, ...], wells: WellsResult,
+                         notes: tuple[str | Block, ...]) -> Finding:
     """D-10 under D-02 (NG158 1.1.4-1.1.5): after a negative scan, the D-dimer decides; never a second scan at once."""
     lines = signs + lines_of("Negative leg vein scan (last 7 days)", [scan.evidence])
     test = _ddimer_since(facts, scan.evidence.when)
@@ -257,6 +259,6 @@ def _after_negative_scan(facts: PatientFacts, scan: ImagingOnRecord, signs: tupl
     return Finding("dvt-excluded-after-negative-scan", ("D-02", "D-10"), lines, wells.leg, wells=wells, extra=notes)
 
 
-def _known_dvt(facts: PatientFacts, signs: tuple[str, ...], notes: tuple[str, ...]) -> Finding:
+def _known_dvt(facts: PatientFacts, signs: tuple[Line, ...], notes: tuple[str | Block, ...]) -> Finding:
     return Finding("dvt-known", ("D-08",), lines_of("Known recent DVT or anticoagulation", facts.recent_dvt) + signs,
                    facts.painful_side, extra=notes)

@@ -9,7 +9,9 @@ from .base import (
     ACUTE_DAYS,
     PITTSBURGH_DAYS,
     YOUNG_AGE,
+    DetailLine,
     Finding,
+    Line,
     Suggest,
     acute_injuries,
     chronic_line,
@@ -23,22 +25,21 @@ from .base import (
 )
 
 
-def ottawa(facts: PatientFacts) -> tuple[bool | None, list[str]]:
-    """K-01: None when not applicable; else (positive, criteria that were met)."""
+def ottawa(facts: PatientFacts) -> tuple[bool | None, list[DetailLine]]:
+    """K-01: None when not applicable; else (positive, the criteria that were met, as lines of the card)."""
     injuries = acute_injuries(facts)
     if not injuries or facts.pregnant or facts.cond("knee-prosthesis") or facts.cond("leg-paralysis"):
         return None, []
-    met = []
+    met: list[DetailLine] = []
     if facts.age is not None and facts.age >= 55:
-        met.append(f"age {facts.age} (55 or over)")
+        met.append(f"- Ottawa knee rule positive: age {facts.age} (55 or over)")
     for code, label in (("isolated-patellar-tenderness", "isolated tenderness of the patella"),
                         ("fibular-head-tenderness", "tenderness at the head of the fibula"),
                         ("unable-flex-90", "unable to flex to 90°"),
                         ("unable-bear-weight-4-steps", "unable to bear weight for 4 steps")):
         for evidence in facts.finding(code):
             if within(facts, evidence.when, ACUTE_DAYS):
-                met.append(f"{label} ({evidence.when.isoformat() if evidence.when else 'undated'}; "
-                           f"{evidence.reference})")
+                met.append(Line(f"- Ottawa knee rule positive, {label}:", (evidence,)))
                 break
     if facts.age is None and not met:
         return None, []  # the age criterion cannot be judged
@@ -71,9 +72,8 @@ def trauma_imaging(facts: PatientFacts) -> list[Finding]:
     out = []
     xray_done = xrays_of_knee(facts, facts.painful_side, days=ACUTE_DAYS)
     if (ott or pitt) and not xray_done:
-        only_age = bool(ott) and not pitt and all(m.startswith("age") for m in ott_met)
-        criteria = [f"- Ottawa knee rule positive: {m}" for m in ott_met] + \
-                   [f"- Pittsburgh knee rule positive: {m}" for m in pitt_met]
+        only_age = bool(ott) and not pitt and all(isinstance(m, str) for m in ott_met)
+        criteria = ott_met + [f"- Pittsburgh knee rule positive: {m}" for m in pitt_met]
         out.append(Finding("xray-trauma", tuple(r for r, hit in (("K-01", ott), ("K-02", pitt)) if hit),
                            lines + tuple(criteria), facts.painful_side, reasons=condition_refs(injuries),
                            suggestions=(Suggest("xray-trauma", "order"),),
@@ -110,8 +110,8 @@ def chronic_imaging(facts: PatientFacts) -> list[Finding]:
             xray = negative[-1]
             out.append(Finding("mri-after-xray", ("K-06",), pain_lines(facts) + (
                 chronic_line(facts),
-                f"- Knee radiograph {'normal' if xray.result == 'normal' else 'showing only an effusion'}: "
-                f"{xray.evidence.line()}"), side, reasons=condition_refs(facts.posterior_knee_pain),
+                Line(f"- Knee radiograph {'normal' if xray.result == 'normal' else 'showing only an effusion'}:",
+                     (xray.evidence,))), side, reasons=condition_refs(facts.posterior_knee_pain),
                 suggestions=(Suggest("mri", "order"),)))
     return out
 

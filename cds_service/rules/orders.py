@@ -90,6 +90,6 @@ def duplex_check(facts: PatientFacts, order: DraftOrder, dvt_in_force: Finding |
     wells = dvt_in_force.wells if dvt_in_force is not None and dvt_in_force.wells else best_wells(facts)
     if wells.likely:
         return []
-    return [Finding("d-dimer-first", ("D-07",), (f"- Venous duplex ordered: {order.label} ({order.reference})",
+    return [Finding("d-dimer-first", ("D-07",), (f"- Venous duplex ordered: {order.label}",
                                                 "- No D-dimer result in the last 24 hours"), wells.leg,
                     order=order, wells=wells, suggestions=(Suggest("d-dimer", "d-dimer"),))]

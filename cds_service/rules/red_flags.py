@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..facts import Evidence, PatientFacts
-from .base import ACUTE_DAYS, Finding, acute_injuries, within
+from .base import ACUTE_DAYS, DetailLine, Finding, Line, acute_injuries, within
 
 _INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
 SEVERE_PAIN = 7  # RF-02: a pain score of 7/10 or more after trauma
@@ -78,10 +78,10 @@ def red_flags(facts: PatientFacts, table: tuple[RedFlag, ...]) -> list[Finding]:
     if not fired:
         return []
     indicator = max((flag.indicator for flag, _ in fired), key=_INDICATOR_RANK.__getitem__)
-    lines: list[str] = []
+    lines: list[DetailLine] = []
     for flag, evidence in fired:
-        lines.append(f"- **{flag.name}** ({flag.id}):")
-        lines += [f"  - {e.line()}" for e in evidence]
+        lines.append(f"- **{flag.name}**:")
+        lines += [Line("  -", (e,), (flag.id,), refer_back=True) for e in evidence]
     # The summary names every flag; a single flag's urgency too (several: the card's default).
     names = [flag.name for flag, _ in fired]
     summary = {"red_flags": names[0]} if len(names) == 1 else {"red_flags": "; ".join(names[:-1]) + " and " + names[-1]}

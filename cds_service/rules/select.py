@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..facts import PatientFacts
-from .base import Finding, gate_posterior
+from .base import DetailLine, Finding, Line, gate_posterior
 from .causes import assessment, differential, referred_pain
 from .dvt import SCAN_ADVISED, dvt_findings
 from .imaging import chronic_imaging, cyst_and_vessel_imaging, mechanical_imaging, strain_imaging, trauma_imaging
@@ -28,10 +28,13 @@ def _dvt_in_force(candidates: list[Finding]) -> Finding | None:
     chosen = ranked[0]
     others = ranked[1:]
     if others:
-        also = ["**Also applies (shown here, not as separate cards):**"]
+        # Only what the chosen card does not show already: the card builder leaves out data shown above, and the
+        # whole block when nothing is left.
+        also: list[DetailLine] = ["**Also applies (shown here, not as separate cards):**"]
         for other in others:
-            also.append(f"- {', '.join(other.rules)}: " + "; ".join(line.lstrip("- ") for line in other.evidence[:3]))
-        chosen = replace(chosen, extra=chosen.extra + ("\n".join(also),))
+            also += [replace(line, rules=other.rules + line.rules) if isinstance(line, Line) else line
+                     for line in other.evidence]
+        chosen = replace(chosen, extra=chosen.extra + (tuple(also),))
     return chosen
 
 
@@ -78,7 +81,7 @@ def evaluate(facts: PatientFacts, hook: str, book: RuleBook) -> list[Finding]:
     ordering_dvt_test = any(o.modality in ("venous-duplex", "d-dimer") for o in facts.draft_orders)
     if dvt is not None and (ordering_dvt_test or dvt.card_id == "dvt-urgent"):
         if ordering_dvt_test and dvt.card_id in SCAN_ADVISED:
-            dvt = replace(dvt, extra=("**The venous duplex being ordered is the right test** (D-06): ask for the "
-                                      "result within 4 hours.",) + dvt.extra)
+            dvt = replace(dvt, rules=dvt.rules + ("D-06",), extra=(
+                "**The venous duplex being ordered is the right test:** ask for the result within 4 hours.",) + dvt.extra)
         findings.insert(0, dvt)
     return findings + flags
