@@ -231,6 +231,7 @@ class CardBuilder:
             parts.append(writer.block(finding.wells.lines()))
         parts.append("**What to do:**\n" + definition["recommendation"].strip())
         parts += [writer.block(p) if isinstance(p, tuple) else p for p in finding.extra]
+        parts += [definition["folded"][card_id].strip() for card_id in finding.folded]
         if "disagreement" in definition and not (
                 definition.get("disagreement_when") == "wells-unlikely" and finding.wells and finding.wells.likely):
             parts.append(definition["disagreement"].strip())

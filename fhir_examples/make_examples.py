@@ -247,7 +247,6 @@ def card(topic: str, indicator: str) -> dict[str, str]:
 
 
 DIFF = card("differential", "info")
-ASSESS = card("assessment", "info")
 XRAY = card("imaging", "info")
 UNLIKELY = card("dvt-unlikely", "info")
 
@@ -262,30 +261,30 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
     # --- chronic pain and knee imaging ---------------------------------------------------------
     add("chronic-posterior-knee-pain", base("pkp-chronic-01").draft("mri"),
         "16 weeks of pain behind the right knee, no knee X-ray; a knee MRI is being ordered",
-        patient_view={"cards": [XRAY, DIFF, ASSESS]},
+        patient_view={"cards": [XRAY, DIFF]},
         order_select={"cards": [card("imaging-appropriateness", "warning")]},
         order_sign={"cards": [card("imaging-appropriateness", "warning")]})
     add("chronic-pain-xray-on-record", base("pkp-xray-done-01").knee_xray("right", 60).draft("mri"),
         "Chronic posterior knee pain; a right knee X-ray 60 days ago (result not recorded); MRI ordered",
-        patient_view={"cards": [DIFF, ASSESS]}, order_select={"cards": []}, order_sign={"cards": []})
+        patient_view={"cards": [DIFF]}, order_select={"cards": []}, order_sign={"cards": []})
     add("chronic-pain-xray-other-knee", base("pkp-xray-left-01").knee_xray("left", 60),
         "Chronic pain behind the RIGHT knee; the only X-ray on record is of the LEFT knee (G-08)",
-        patient_view={"cards": [XRAY, DIFF, ASSESS]})
+        patient_view={"cards": [XRAY, DIFF]})
     add("chronic-pain-xray-result-observation", base("pkp-xray-obs-01").observation(
         "24805-4", "XR Knee AP and Lateral W standing - right", None, None, 50, interpretation="N"),
         "The only trace of the X-ray is a result Observation coded with the study's LOINC code, normal (G-08, K-06)",
-        patient_view={"cards": [card("imaging", "info"), DIFF, ASSESS]})
+        patient_view={"cards": [card("imaging", "info"), DIFF]})
     add("chronic-pain-normal-xray",
         base("pkp-normal-xray-01").knee_xray("right", 40).report("24805-4", "XR Knee AP and Lateral W standing",
                                                                "Normal right knee. No abnormality seen.", 40),
         "Chronic posterior knee pain with a normal weight-bearing X-ray: MRI is the next study (K-06)",
-        patient_view={"cards": [card("imaging", "info"), DIFF, ASSESS]})
+        patient_view={"cards": [card("imaging", "info"), DIFF]})
     add("pain-5-weeks", base("pkp-5wk-01", onset=35),
         "Pain behind the knee for 5 weeks: not yet chronic (K-05, K-14 near miss)",
         patient_view={"cards": [DIFF]})
     add("pain-6-weeks", base("pkp-6wk-01", onset=42),
         "Pain behind the knee for exactly 6 weeks: chronic",
-        patient_view={"cards": [XRAY, DIFF, ASSESS]})
+        patient_view={"cards": [XRAY, DIFF]})
     add("no-knee-pain", Record("pkp-none-01", 46, "male").condition(
         [(SN, "38341003", "Hypertensive disorder")], "Hypertension", 2000).knee_pain(
         "left", 80, "anterior").draft("mri", "left"),
@@ -323,11 +322,11 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
     add("normal-knee-mri",
         after_xray_and_mri("pkp-mri-normal-01", "Normal MRI of the right knee; no meniscal or ligament tear."),
         "Persisting posterior knee pain after a normal knee MRI (K-10)",
-        patient_view={"cards": [card("referred-pain", "info"), DIFF, ASSESS]})
+        patient_view={"cards": [card("referred-pain", "info"), DIFF]})
     add("abnormal-knee-mri",
         after_xray_and_mri("pkp-mri-abn-01", "Horizontal tear of the posterior horn of the medial meniscus."),
         "Posterior knee pain after an MRI showing a tear: not the normal-MRI rule (K-10 near miss)",
-        patient_view={"cards": [DIFF, ASSESS]})
+        patient_view={"cards": [DIFF]})
     add("hamstring-strain", base("pkp-hamstring-01", onset=20).condition(
         [(ICD, "S76.311A", "Strain of muscle, fascia and tendon of the posterior muscle group at thigh level, "
                            "right thigh, initial encounter")], "Right hamstring strain after sprinting", 20),
@@ -646,7 +645,7 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
         patient_view={"cards": [UNLIKELY, DIFF], "wells": {"score": 0, "leg": "right", "criteria": []}})
     add("old-calf-pain", base("pkp-g09-01", onset=60).condition(CALF_PAIN_R, "Right calf pain", 40),
         "Calf pain from 40 days ago: outside the 4-week leg-sign window (G-09 near miss)",
-        patient_view={"cards": [XRAY, DIFF, ASSESS]})
+        patient_view={"cards": [XRAY, DIFF]})
 
     # --- risk factors without leg signs (D-04) --------------------------------------------------
     add("bmi-30.0", base("pkp-bmi-300", onset=20).observation("39156-5", "Body mass index", 30.0, "kg/m2", 30),

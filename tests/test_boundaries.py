@@ -14,22 +14,23 @@ from cds_service.facts import KneePain, PainScore
 from .boundary_kit import CALF_PAIN, WEIGHT_BEARING_XRAY, card_on, ev, pain_behind_knee, patient, shown
 
 # --- chronic = 6 weeks (rules.md §3 "Chronic", K-05, K-14) ------------------------------------------------------------
-# No radiograph and no diagnosis on record: chronic pain gets weight-bearing radiographs first (K-05) and a clinical
-# assessment card (K-14); pain younger than 6 weeks gets neither.
+# No radiograph and no diagnosis on record: chronic pain gets weight-bearing radiographs first (K-05) and the clinical
+# assessment advice (K-14) as a line of the differential card (card contract: no separate assessment card beside it);
+# pain younger than 6 weeks gets neither.
 XRAY_FIRST = (("K-05",), (WEIGHT_BEARING_XRAY,))  # the imaging card: its rules and the order it offers
-ASSESSMENT = (("K-14",),)  # the assessment card: its rules
-CHRONIC = [  # days of pain -> (imaging card, assessment card), None: no such card
-    (41, (None, None)),
-    (42, (XRAY_FIRST, ASSESSMENT)),
-    (43, (XRAY_FIRST, ASSESSMENT)),
+CHRONIC = [  # days of pain -> (imaging card, differential card's rules)
+    (41, (None, ("L-07",))),
+    (42, (XRAY_FIRST, ("L-07", "K-14"))),
+    (43, (XRAY_FIRST, ("L-07", "K-14"))),
 ]
 
 
 @pytest.mark.parametrize(("days", "expected"), CHRONIC, ids=[f"{r[0]}d" for r in CHRONIC])
 def test_chronic_pain(days, expected):
     facts = patient(**pain_behind_knee(days=days))
-    imaging, assessment = card_on(facts, "imaging"), card_on(facts, "assessment")
-    assert (shown(imaging, "rules", "orders"), shown(assessment, "rules")) == expected
+    imaging, differential = card_on(facts, "imaging"), card_on(facts, "differential")
+    assert card_on(facts, "assessment") is None
+    assert (shown(imaging, "rules", "orders"), differential.rules) == expected
 
 
 # --- RF-05 threatened limb: runs with knee pain of any location or with leg signs (G-05 safety gate) ---------------

@@ -139,6 +139,7 @@ class Finding:
     indicator: str | None = None  # overrides the definition's (escalation, locked knee)
     extra: tuple[str | Block, ...] = field(default=())  # more markdown paragraphs (or blocks) for the detail
     summary_values: tuple[tuple[str, str], ...] = ()  # fills the card's summary template (the red flags that fired)
+    folded: tuple[str, ...] = ()  # cards whose advice this card carries in one line instead (card definition: folded)
 
 
 def same_side(a: str, b: str) -> bool:

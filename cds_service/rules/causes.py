@@ -89,5 +89,8 @@ def assessment(facts: PatientFacts) -> list[Finding]:
     """K-14: persistent posterior knee pain with no diagnosis that explains it."""
     if not is_chronic(facts) or facts.has("explaining-diagnosis"):
         return []
-    return [Finding("assessment", ("K-14",), pain_lines(facts) + (chronic_line(facts),
-                    "- No diagnosis on record that explains it"), facts.painful_side)]
+    return [Finding("assessment", ("K-14",), pain_lines(facts) + (chronic_line(facts), NO_DIAGNOSIS_LINE),
+                    facts.painful_side)]
+
+
+NO_DIAGNOSIS_LINE = "- No diagnosis on record that explains it"  # the differential card says so in its advice

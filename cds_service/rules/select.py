@@ -9,7 +9,7 @@ from typing import Any
 
 from ..facts import PatientFacts
 from .base import DetailLine, Finding, Line, gate_posterior
-from .causes import assessment, differential, referred_pain
+from .causes import NO_DIAGNOSIS_LINE, assessment, differential, referred_pain
 from .dvt import SCAN_ADVISED, dvt_findings
 from .imaging import chronic_imaging, cyst_and_vessel_imaging, mechanical_imaging, strain_imaging, trauma_imaging
 from .orders import order_findings
@@ -36,6 +36,17 @@ def _dvt_in_force(candidates: list[Finding]) -> Finding | None:
                      for line in other.evidence]
         chosen = replace(chosen, extra=chosen.extra + (tuple(also),))
     return chosen
+
+
+def _with_assessment_folded(differential: list[Finding], assessment: list[Finding]) -> list[Finding]:
+    """Card contract: two cards never say the same thing. With a differential card, K-14's advice is one line of
+    it (its data among the differential's) and there is no assessment card; the assessment card is for K-14 alone."""
+    if not (differential and assessment):
+        return differential + assessment
+    causes, k14 = differential[0], assessment[0]
+    new_lines = tuple(line for line in k14.evidence if line not in causes.evidence and line != NO_DIAGNOSIS_LINE)
+    return [replace(causes, rules=causes.rules + k14.rules, evidence=causes.evidence + new_lines,
+                    folded=(k14.card_id,))]
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ def evaluate(facts: PatientFacts, hook: str, book: RuleBook) -> list[Finding]:
                 if modality not in seen_modalities:
                     seen_modalities.add(modality)
                     findings.append(finding)
-            findings += referred_pain(facts) + differential(facts) + assessment(facts)
+            findings += referred_pain(facts) + _with_assessment_folded(differential(facts), assessment(facts))
         return findings
     # Order hooks: appropriateness per draft order; the DVT card when a DVT test is being ordered or
     # the calf is hot and swollen (D-06); red flags are never suppressed.
