@@ -107,12 +107,13 @@ def create_app(
     )
     _close_at_exit(runtime)
 
-    from . import discovery, feedback, hooks, http, openapi
+    from . import discovery, feedback, hooks, http, openapi, rule_pages
 
     http.init_app(app)
     app.register_blueprint(discovery.bp)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(feedback.bp)
+    app.register_blueprint(rule_pages.bp)
     app.register_blueprint(openapi.bp)  # after the Runtime is in app.extensions: the document is built here
     return app
 

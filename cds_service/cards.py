@@ -176,8 +176,9 @@ class CardBuilder:
         self.new_uuid = new_uuid
 
     def build(self, finding: Finding, patient_id: str, rejected: tuple[Rejected, ...], today: date,
-              missing: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The card of a finding; `missing`: the prefetch keys the call went on without (their gap lines)."""
+              missing: tuple[str, ...] = (), rules_url: str | None = None) -> dict[str, Any]:
+        """The card of a finding; `missing`: the prefetch keys the call went on without (their gap lines);
+        `rules_url`: where the rule pages are (".../rules/"), for the card's links; None: no links."""
         definition = self.knowledge.card(finding.card_id)
         source_def = self.knowledge.cards["sources"][definition["source"]]
         values = {
@@ -195,8 +196,11 @@ class CardBuilder:
             "summary": summary if len(summary) <= 140 else summary[:139] + "…",
             "detail": detail,
             "indicator": indicator,
-            "source": self._source(definition, source_def),
+            "source": self._source(definition, source_def, rules_url),
         }
+        if rules_url:
+            card["links"] = [{"label": f"How rule {rule} decides", "url": f"{rules_url}{rule}", "type": "absolute"}
+                             for rule in finding.rules]
         reasons = definition.get("override_reasons")
         if reasons or indicator in ("warning", "critical"):
             card["overrideReasons"] = self.knowledge.cards["override_reason_sets"][reasons or "standard"]
@@ -209,16 +213,19 @@ class CardBuilder:
             card["extension"][WELLS_EXTENSION] = finding.wells.extension()
         return card
 
-    def _source(self, definition: dict[str, Any], source_def: dict[str, Any]) -> dict[str, Any]:
+    def _source(self, definition: dict[str, Any], source_def: dict[str, Any], rules_url: str | None) -> dict[str, Any]:
+        own_page = definition["source"] == "rule-page"
         source: dict[str, Any] = {
-            "label": source_def["label"],
+            "label": f"knee-cds rule {definition['rule']}" if own_page else source_def["label"],
             "topic": {
                 "system": self.knowledge.cards["topic_system"],
                 "code": definition["topic"],
                 "display": definition["topic_display"],
             },
         }
-        if "url" in source_def:
+        if own_page and rules_url:
+            source["url"] = f"{rules_url}{definition['rule']}"
+        elif "url" in source_def:
             source["url"] = source_def["url"]
         return source
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import logs, prefetch
@@ -49,6 +49,8 @@ def call_service(service_id: str):
             card_builder=rt.card_builder,
             zone=rt.zone,
             rule_book=rt.rule_book,
+            # The rule pages the cards link to: the public base URL when set (behind a proxy), else this request's.
+            rules_url=(rt.settings.public_base_url or request.host_url).rstrip("/") + "/rules/",
         )
         summary.update(status=200, topics=[card["source"]["topic"]["code"] for card in decision.cards],
                        left_out=len(decision.rejected), not_read=decision.not_read)

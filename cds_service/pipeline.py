@@ -57,6 +57,7 @@ def decide(
     card_builder: CardBuilder | None = None,
     zone: tzinfo = UTC,
     rule_book: rules.RuleBook | None = None,
+    rules_url: str | None = None,
 ) -> Decision:
     drafts = [d for d in draft_order_resources(context, hook) if d.get("status") == "draft"]
     index = build_index(patient_resources, drafts, knowledge, now.date(), zone)
@@ -64,6 +65,6 @@ def decide(
     builder = card_builder or CardBuilder(knowledge)
     findings = rules.evaluate(facts, hook, rule_book or rules.RuleBook.from_cards(knowledge.cards))
     missing = tuple(gap.key for gap in gaps)
-    cards = [builder.build(f, context["patientId"], index.rejected, facts.today, missing) for f in findings]
+    cards = [builder.build(f, context["patientId"], index.rejected, facts.today, missing, rules_url) for f in findings]
     cards.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
     return Decision(cards, index.rejected, gaps, index.not_read)

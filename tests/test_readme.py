@@ -38,3 +38,13 @@ def test_make_targets_exist():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^run:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_card_shown_in_the_readme_is_what_the_service_writes(client):
+    from .conftest import example_request
+
+    body = example_request("dvt-urgent-hot-calf.json", "patient-view")
+    card = client.post("/cds-services/posterior-knee-pain", json=body).get_json()["cards"][0]
+    quoted = "\n".join(line[2:] if line.startswith("> ") else "" for line in _readme().splitlines()
+                       if line.startswith(">"))
+    assert f"**{card['summary']}**\n\n{card['detail']}" in quoted
