@@ -330,7 +330,26 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
     add("hamstring-strain", base("pkp-hamstring-01", onset=20).condition(
         [(ICD, "S76.311A", "Strain of muscle, fascia and tendon of the posterior muscle group at thigh level, "
                            "right thigh, initial encounter")], "Right hamstring strain after sprinting", 20),
-        "Hamstring strain (K-11: clinical diagnosis, MRI only if rupture suspected)",
+        "Hamstring strain 20 days old: a clinical diagnosis that explains the pain; no imaging card (K-11 near miss)",
+        patient_view={"cards": []})
+    add("hamstring-avulsion-suspected", base("pkp-hamstring-03", onset=10).condition(
+        [(ICD, "S76.311A", "Strain of muscle, fascia and tendon of the posterior muscle group at thigh level, "
+                           "right thigh, initial encounter")],
+        "Right hamstring strain, suspected proximal avulsion (palpable gap)", 10),
+        "Hamstring strain with a suspected avulsion written on it: MRI (K-11)",
+        patient_view={"cards": [card("imaging", "info")]})
+    add("hamstring-strain-not-improving", base("pkp-hamstring-04", onset=10).condition(
+        [(ICD, "S76.311A", "Strain of muscle, fascia and tendon of the posterior muscle group at thigh level, "
+                           "right thigh, initial encounter")], "Right hamstring strain", 60).observation(
+        "72514-3", "Pain severity 0-10", 5, "{score}", 3),
+        "Hamstring strain 60 days old with pain recorded 3 days ago: not improving, MRI (K-11); as chronic posterior "
+        "knee pain with no radiograph it also meets K-05 as the rule book words it",
+        patient_view={"cards": [XRAY, card("imaging", "info")]})
+    add("hamstring-strain-elite-athlete", base("pkp-hamstring-05", onset=10).condition(
+        [(ICD, "S76.311A", "Strain of muscle, fascia and tendon of the posterior muscle group at thigh level, "
+                           "right thigh, initial encounter")], "Right hamstring strain", 10).finding(
+        "elite-athlete", True, 10),
+        "Hamstring strain in an elite athlete: MRI (K-11)",
         patient_view={"cards": [card("imaging", "info")]})
     add("hamstring-strain-resolved", base("pkp-hamstring-02", onset=20).condition(
         [(ICD, "S76.311A", "Strain of posterior muscle group at thigh level, right thigh")], "Right hamstring strain",
@@ -596,8 +615,9 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
     add("calf-strain-with-calf-pain", leg_signs("pkp-d05-01").condition(
         [(ICD, "S86.111A", "Strain of other muscle(s) and tendon(s) of posterior muscle group at lower leg level, "
                            "right leg, initial encounter")], "Right calf strain", 5),
-        "A calf strain does not lower Wells by itself (W-10 near miss) and adds a mimic warning (D-05)",
-        patient_view={"cards": [UNLIKELY, card("imaging", "info")],
+        "A calf strain does not lower Wells by itself (W-10 near miss) and adds a mimic warning (D-05); "
+        "5 days old, it needs no imaging card (K-11)",
+        patient_view={"cards": [UNLIKELY],
                       "wells": {"score": 0, "leg": "right", "criteria": []}})
     add("pregnant-leg-signs", leg_signs("pkp-p01-01", age=31).condition(
         [(ICD, "Z3A.24", "24 weeks gestation of pregnancy"), (SN, "77386006", "Pregnancy")], "Pregnant", 170),
@@ -822,7 +842,7 @@ RULE_CHECKS: list[tuple[str, str, str, str, str, bool]] = [
     ("K-08", "patient-view", "bakers-cyst", "bakers-cyst-with-calf-swelling", "K-08", False),
     ("K-09", "patient-view", "young-meniscal-tear-after-injury", "chronic-posterior-knee-pain", "K-09", False),
     ("K-10", "patient-view", "normal-knee-mri", "abnormal-knee-mri", "K-10", False),
-    ("K-11", "patient-view", "hamstring-strain", "hamstring-strain-resolved", "K-11", False),
+    ("K-11", "patient-view", "hamstring-avulsion-suspected", "hamstring-strain", "K-11", False),
     ("K-12", "patient-view", "tendinopathy", "pain-5-weeks", "differential", True),
     ("K-13", "patient-view", "popliteal-aneurysm", "popliteal-mass-not-pulsatile", "K-13", False),
     ("K-14", "patient-view", "pain-6-weeks", "pain-5-weeks", "K-14", False),

@@ -11,7 +11,7 @@ import pytest
 
 from cds_service.facts import KneePain, PainScore
 
-from .boundary_kit import CALF_PAIN, WEIGHT_BEARING_XRAY, card_on, ev, pain_behind_knee, patient, shown
+from .boundary_kit import CALF_PAIN, WEIGHT_BEARING_XRAY, card_on, cards, ev, pain_behind_knee, patient, shown
 
 # --- chronic = 6 weeks (rules.md §3 "Chronic", K-05, K-14) ------------------------------------------------------------
 # No radiograph and no diagnosis on record: chronic pain gets weight-bearing radiographs first (K-05) and the clinical
@@ -77,3 +77,39 @@ def test_severe_pain_after_injury(score, conditions, expected):
     pain = PainScore(ev("Pain severity 0-10", 0, ref="Observation/pain"), score)
     flag = card_on(patient(conditions=conditions, pain_score=pain), "red-flag")
     assert shown(flag, "indicator", "rules") == expected
+
+
+# --- K-11 strain: an imaging card only when the record calls for it ([2026-11-26]) ---------------------------------
+def _strain_card(strain_days: int, pain_days: int | None, **conditions: tuple) -> tuple | None:
+    strain = {"hamstring-strain": (ev("Right hamstring strain", strain_days),), **conditions}
+    pain = PainScore(ev("Pain severity 0-10", pain_days, ref="Observation/pain"), 5) if pain_days is not None else None
+    # the knee pain itself was recorded 60 days ago: only the pain score can be the recent pain record
+    facts = patient(conditions=strain, pain_score=pain, **pain_behind_knee(days=60))
+    found = [c for c in cards(facts) if c.topic == "imaging" and "K-11" in c.rules]
+    return shown(found[0], "rules", "orders") if found else None
+
+
+K11 = (("K-11",), ("MRI of the knee without IV contrast",))
+NOT_IMPROVING = [  # days since the strain, days since the last pain record -> the K-11 card
+    ("41d-pain-today", 41, 0, None),
+    ("42d-pain-today", 42, 0, K11),
+    ("43d-pain-today", 43, 0, K11),
+    ("50d-pain-13d-ago", 50, 13, K11),
+    ("50d-pain-14d-ago", 50, 14, K11),
+    ("50d-pain-15d-ago", 50, 15, None),
+    ("50d-no-pain-record", 50, None, None),
+]
+
+
+@pytest.mark.parametrize(("strain_days", "pain_days", "expected"), [r[1:] for r in NOT_IMPROVING],
+                         ids=[r[0] for r in NOT_IMPROVING])
+def test_a_strain_not_improving(strain_days, pain_days, expected):
+    assert _strain_card(strain_days, pain_days) == expected
+
+
+def test_a_fresh_strain_gets_no_card_unless_a_rupture_is_suspected():
+    assert _strain_card(3, 0) is None
+    rupture = {"tendon-rupture-suspected": (ev("Right hamstring strain", 3),)}  # the same Condition's text
+    assert _strain_card(3, 0, **rupture) == K11
+    elsewhere = {"tendon-rupture-suspected": (ev("Ruptured Baker's cyst", 3),)}  # another Condition
+    assert _strain_card(3, 0, **elsewhere) is None

@@ -36,6 +36,7 @@ FACTS_WELLS = "cds_service/facts/wells.py"
 RULES_BASE = "cds_service/rules/base.py"
 RULES_DVT = "cds_service/rules/dvt.py"
 RULES_RED_FLAGS = "cds_service/rules/red_flags.py"
+RULES_IMAGING = "cds_service/rules/imaging.py"
 CARDS = "cards/cards.toml"
 AUTH = "cds_service/auth.py"
 PREFETCH = "cds_service/prefetch.py"
@@ -83,6 +84,14 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("chronic-longer", RULES_BASE, "CHRONIC_WEEKS = 6", "CHRONIC_WEEKS = 7", knee("chronic")),
     M("chronic-shorter", RULES_BASE, "CHRONIC_WEEKS = 6", "CHRONIC_WEEKS = 5", knee("chronic")),
     M("chronic-strict", RULES_BASE, "weeks >= CHRONIC_WEEKS", "weeks > CHRONIC_WEEKS", knee("chronic")),
+    # K-11: a strain gets an imaging card only when not better after 6 weeks with pain recorded in the last 2.
+    M("strain-weeks-longer", RULES_IMAGING, "STRAIN_WEEKS = 6", "STRAIN_WEEKS = 7", knee("strain")),
+    M("strain-weeks-strict", RULES_IMAGING, "(facts.today - e.when).days >= STRAIN_WEEKS * 7",
+      "(facts.today - e.when).days > STRAIN_WEEKS * 7", knee("strain")),
+    M("strain-pain-window-shorter", RULES_IMAGING, "STRAIN_PAIN_DAYS = 14", "STRAIN_PAIN_DAYS = 13", knee("strain")),
+    M("strain-pain-window-longer", RULES_IMAGING, "STRAIN_PAIN_DAYS = 14", "STRAIN_PAIN_DAYS = 15", knee("strain")),
+    M("strain-rupture-anywhere", RULES_IMAGING, "ruptured = [e for e in strain if e.reference in rupture]",
+      "ruptured = list(strain) if rupture else []", knee("strain")),
     # RF-05 threatened limb: knee pain of any location, or leg signs (G-05 safety gate); the row's gate is data.
     M("limb-gate-ignores-leg-signs", RULES_RED_FLAGS, "limb = local or facts.any_knee_pain or bool(facts.leg_signs)",
       "limb = local or facts.any_knee_pain", knee("limb_threat")),

@@ -37,9 +37,10 @@ CURRENT_CONCEPTS = (
     "knee-injury", "ligament-injury", "knee-dislocation", "limb-ischaemia", "compartment-syndrome",
     "septic-arthritis", "knee-effusion", "fever", "knee-giving-way", "internal-derangement-locking", "knee-locking",
     "bakers-cyst", "ruptured-bakers-cyst", "knee-oa", "meniscal-tear", "meniscal-root-tear", "hamstring-strain",
-    "calf-strain", "tendinopathy", "popliteal-aneurysm", "aaa", "sciatica-referred", "cellulitis-leg", "back-pain",
-    "explaining-diagnosis", "mechanical-or-red-flag", "knee-prosthesis", "obesity", "thrombophilia", "oestrogen",
-    "leg-paralysis", "bedridden", "malignancy", "palliative", "cancer-treatment", "anticoagulant",
+    "calf-strain", "tendon-rupture-suspected", "tendinopathy", "popliteal-aneurysm", "aaa", "sciatica-referred",
+    "cellulitis-leg", "back-pain", "explaining-diagnosis", "mechanical-or-red-flag", "knee-prosthesis", "obesity",
+    "thrombophilia", "oestrogen", "leg-paralysis", "bedridden", "malignancy", "palliative", "cancer-treatment",
+    "anticoagulant",
 )
 HISTORY_CONCEPTS = ("dvt", "dvt-upper-limb", "history-of-dvt", "pe", "malignancy", "cancer-treatment",
                     "recent-knee-arthroplasty", "postpartum", "pregnancy")

@@ -162,10 +162,29 @@ def mechanical_imaging(facts: PatientFacts) -> list[Finding]:
     return []
 
 
+STRAIN_WEEKS = 6  # K-11: a strain "not improving" after 6 weeks with the pain still recorded
+STRAIN_PAIN_DAYS = 14  # ... in the last 2 weeks
+
+
 def strain_imaging(facts: PatientFacts) -> list[Finding]:
-    """K-11: hamstring or calf strain."""
+    """K-11: a hamstring or calf strain is a clinical diagnosis; an imaging card only when the record calls for it
+    (a suspected rupture or avulsion written on the strain, an elite athlete, or no better after 6 weeks)."""
     strain = facts.cond("hamstring-strain") + facts.cond("calf-strain")
     if not strain:
         return []
-    return [Finding("mri-strain", ("K-11",), lines_of("Muscle strain", strain), facts.painful_side,
-                    reasons=condition_refs(strain), suggestions=(Suggest("mri", "order", recommended=False),))]
+    rupture = {e.reference for e in facts.cond("tendon-rupture-suspected")}
+    ruptured = [e for e in strain if e.reference in rupture]
+    elite = list(facts.finding("elite-athlete"))
+    pain_now = [e for e in ([facts.pain_score.evidence] if facts.pain_score else []) + list(facts.posterior_knee_pain)
+                if within(facts, e.when, STRAIN_PAIN_DAYS)]
+    lasting = [e for e in strain if e.when is not None and (facts.today - e.when).days >= STRAIN_WEEKS * 7] \
+        if pain_now else []
+    if not (ruptured or elite or lasting):
+        return []
+    lines = lines_of("Strain with a suspected rupture or avulsion", ruptured) + lines_of("Elite athlete", elite)
+    if lasting:
+        lines += lines_of(f"Strain not better after {STRAIN_WEEKS} weeks", lasting) + \
+            lines_of("Pain still recorded", pain_now)
+    lines += lines_of("Muscle strain", [e for e in strain if e not in ruptured and e not in lasting])
+    return [Finding("mri-strain", ("K-11",), lines, facts.painful_side, reasons=condition_refs(strain),
+                    suggestions=(Suggest("mri", "order"),))]
