@@ -296,8 +296,18 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
     add("bakers-cyst-with-calf-swelling",
         base("pkp-baker-02", onset=80).condition(BAKER_R, "Baker's cyst, right", 60).condition(
             [(SN, "449707004", "Edema of lower leg")], "Swelling of the right calf", 3),
-        "Baker's cyst with a swollen calf: the DVT pathway runs instead of the cyst ultrasound (K-08, D-05)",
-        patient_view={"cards": [UNLIKELY, XRAY], "wells": {"score": 0, "leg": "right", "criteria": []}})
+        "Baker's cyst with a swollen calf, Wells 0: D-dimer first, and the cyst ultrasound with a note that it does "
+        "not exclude DVT (K-08 [2026-11-26], D-05)",
+        patient_view={"cards": [UNLIKELY, card("imaging", "info"), XRAY],
+                      "wells": {"score": 0, "leg": "right", "criteria": []}})
+    add("bakers-cyst-wells-likely",
+        base("pkp-baker-03", onset=80).condition(BAKER_R, "Baker's cyst, right", 60).condition(
+            [(SN, "449707004", "Edema of lower leg")], "Swelling of the right calf", 3).condition(
+            BREAST_CANCER, "Breast cancer", 200).condition(HISTORY_DVT, "History of DVT", 900),
+        "Baker's cyst with a swollen calf, Wells 2: the venous duplex shows the cyst too, no separate cyst ultrasound "
+        "(K-08 near miss)",
+        patient_view={"cards": [card("dvt-likely", "warning"), XRAY],
+                      "wells": {"score": 2, "leg": "right", "criteria": ["active-cancer", "previous-dvt"]}})
     add("degenerative-meniscal-tear",
         base("pkp-menisc-old-01", age=63).condition([(ICD, "M23.221", "Derangement of posterior horn of medial "
                                                                       "meniscus due to old tear, right knee")],
@@ -719,6 +729,13 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
         order_select={"cards": [card("dvt-unlikely", "info"), card("imaging-appropriateness", "info")],
                       "wells": {"score": 0, "leg": "right", "criteria": []}},
         order_sign={"cards": [card("dvt-unlikely", "info"), card("imaging-appropriateness", "info")]})
+    add("duplex-ordered-wells-0-bakers-cyst",
+        base("pkp-d07-02", onset=5).condition(BAKER_R, "Baker's cyst, right", 5).draft("duplex"),
+        "Venous duplex ordered with Wells 0 for a suspected Baker's cyst: D-dimer first, and the popliteal-fossa "
+        "ultrasound offered for the cyst (D-07 + K-08 [2026-11-26])",
+        order_select={"cards": [card("dvt-unlikely", "info"), card("imaging-appropriateness", "info")],
+                      "wells": {"score": 0, "leg": "right", "criteria": []}},
+        order_sign={"cards": [card("dvt-unlikely", "info"), card("imaging-appropriateness", "info")]})
     add("duplex-ordered-wells-2", base("pkp-d06-01", onset=5).condition(BREAST_CANCER, "Breast cancer", 200)
         .condition(HISTORY_DVT, "History of DVT", 900).draft("duplex"),
         "Venous duplex ordered with Wells 2: the right test, no objection (D-06)",
@@ -805,6 +822,7 @@ RULE_CHECKS: list[tuple[str, str, str, str, str, bool]] = [
     ("D-05", "patient-view", "calf-strain-with-calf-pain", "dvt-unlikely-calf-pain", "D-05", False),
     ("D-06", "order-select", "duplex-ordered-wells-2", "duplex-ordered-wells-0", "D-06", False),
     ("D-07", "order-select", "duplex-ordered-wells-0", "duplex-ordered-wells-2", "D-07", False),
+    ("D-07", "order-select", "duplex-ordered-wells-0-bakers-cyst", "duplex-ordered-wells-0", "order:76882", False),
     ("D-08", "patient-view", "known-recent-dvt", "old-dvt", "D-08", False),
     ("D-09", "patient-view", "under-18-leg-signs", "age-18-leg-signs", "D-09", False),
     ("D-10", "patient-view", "dvt-likely-negative-scan", "dvt-likely-negative-scan-9-days-ago", "D-10", False),
@@ -839,7 +857,7 @@ RULE_CHECKS: list[tuple[str, str, str, str, str, bool]] = [
     ("K-05", "patient-view", "pain-6-weeks", "pain-5-weeks", "K-05", False),
     ("K-06", "patient-view", "chronic-pain-normal-xray", "chronic-pain-xray-on-record", "K-06", False),
     ("K-07", "order-select", "chronic-posterior-knee-pain", "chronic-pain-xray-on-record", "K-07", False),
-    ("K-08", "patient-view", "bakers-cyst", "bakers-cyst-with-calf-swelling", "K-08", False),
+    ("K-08", "patient-view", "bakers-cyst-with-calf-swelling", "bakers-cyst-wells-likely", "K-08", False),
     ("K-09", "patient-view", "young-meniscal-tear-after-injury", "chronic-posterior-knee-pain", "K-09", False),
     ("K-10", "patient-view", "normal-knee-mri", "abnormal-knee-mri", "K-10", False),
     ("K-11", "patient-view", "hamstring-avulsion-suspected", "hamstring-strain", "K-11", False),

@@ -125,16 +125,23 @@ def cyst_and_vessel_imaging(facts: PatientFacts) -> list[Finding]:
         out.append(Finding("us-popliteal-artery", ("K-13",), lines_of("Possible popliteal artery aneurysm", aneurysm),
                            facts.painful_side, reasons=condition_refs(aneurysm),
                            suggestions=(Suggest("us-popliteal-artery", "order"),)))
+    out += cyst_imaging(facts) if not aneurysm else []
+    return out
+
+
+def cyst_imaging(facts: PatientFacts) -> list[Finding]:
+    """K-08: a suspected Baker's cyst gets the popliteal-fossa ultrasound. With leg signs or a possibly ruptured cyst
+    the DVT pathway runs too; select.py drops this card when the DVT card suggests a venous duplex (it shows the
+    cyst as well), and otherwise it says the D-dimer comes first."""
     cyst = facts.cond("bakers-cyst")
     us_done = [i for i in facts.imaging if i.modality in ("us-knee", "venous-duplex")]
-    if (cyst or facts.posterior_swelling) and not us_done and not aneurysm:  # K-08
-        if facts.leg_signs or facts.cond("ruptured-bakers-cyst"):
-            return out  # the DVT pathway runs; its venous duplex shows the cyst too (K-08)
-        lines = lines_of("Baker's cyst", cyst) or ("- Swelling or fullness behind the knee recorded",)
-        out.append(Finding("us-bakers-cyst", ("K-08",), pain_lines(facts) + lines, facts.painful_side,
-                           reasons=condition_refs(cyst or facts.posterior_knee_pain),
-                           suggestions=(Suggest("us-knee", "order"),)))
-    return out
+    if not (cyst or facts.posterior_swelling) or us_done:
+        return []
+    lines = lines_of("Baker's cyst", cyst) or ("- Swelling or fullness behind the knee recorded",)
+    dvt_pathway = bool(facts.leg_signs or facts.cond("ruptured-bakers-cyst"))
+    return [Finding("us-bakers-cyst", ("K-08",), pain_lines(facts) + lines, facts.painful_side,
+                    reasons=condition_refs(cyst or facts.posterior_knee_pain), suggestions=(Suggest("us-knee", "order"),),
+                    folded=("dvt-pathway",) if dvt_pathway else ())]
 
 
 def mechanical_imaging(facts: PatientFacts) -> list[Finding]:

@@ -20,7 +20,7 @@ from .base import (
     xrays_of_knee,
 )
 from .dvt import NO_DUPLEX_OBJECTION, best_wells, recent_ddimer
-from .imaging import ottawa, pittsburgh
+from .imaging import cyst_imaging, ottawa, pittsburgh
 
 
 def order_findings(facts: PatientFacts, dvt_in_force: Finding | None, red_flag: bool) -> list[Finding]:
@@ -90,6 +90,10 @@ def duplex_check(facts: PatientFacts, order: DraftOrder, dvt_in_force: Finding |
     wells = dvt_in_force.wells if dvt_in_force is not None and dvt_in_force.wells else best_wells(facts)
     if wells.likely:
         return []
-    return [Finding("d-dimer-first", ("D-07",), (f"- Venous duplex ordered: {order.label}",
-                                                "- No D-dimer result in the last 24 hours"), wells.leg,
-                    order=order, wells=wells, suggestions=(Suggest("d-dimer", "d-dimer"),))]
+    cyst = cyst_imaging(facts)  # [2026-11-26] D-07 + K-08: the study that answers the cyst question, offered too
+    return [Finding("d-dimer-first", ("D-07", *cyst[0].rules) if cyst else ("D-07",),
+                    (f"- Venous duplex ordered: {order.label}", "- No D-dimer result in the last 24 hours",
+                     *(cyst[0].evidence if cyst else ())), wells.leg, order=order, wells=wells,
+                    reasons=cyst[0].reasons if cyst else (),
+                    suggestions=(Suggest("d-dimer", "d-dimer"),) + ((Suggest("us-knee", "cyst"),) if cyst else ()),
+                    folded=("us-bakers-cyst",) if cyst else ())]

@@ -78,6 +78,9 @@ def evaluate(facts: PatientFacts, hook: str, book: RuleBook) -> list[Finding]:
         if gate_posterior(facts):
             imaging = trauma_imaging(facts) + cyst_and_vessel_imaging(facts) + mechanical_imaging(facts) + \
                 chronic_imaging(facts) + strain_imaging(facts)
+            if dvt is not None and any(s.orderable == "venous-duplex" for s in dvt.suggestions):
+                # K-08: the venous duplex the DVT card suggests shows the cyst too; no separate knee ultrasound
+                imaging = [f for f in imaging if f.card_id != "us-bakers-cyst"]
             seen_modalities: set[str] = set()
             for finding in imaging:
                 modality = book.modality_of[finding.card_id]
