@@ -207,7 +207,9 @@ class CardBuilder:
         suggestions = [self._suggestion(s, definition, finding, patient_id) for s in finding.suggestions]
         if suggestions:
             card["suggestions"] = suggestions
-            card["selectionBehavior"] = "at-most-one"
+            # Complementary orders (a D-dimer and the cyst ultrasound) may both be taken; alternatives to a draft not.
+            several = len(suggestions) > 1 and all(s.replaces is None for s in finding.suggestions)
+            card["selectionBehavior"] = "any" if several else "at-most-one"
         card["extension"] = {EVIDENCE_EXTENSION: evidence}
         if finding.wells is not None and definition["topic"].startswith("dvt-"):
             card["extension"][WELLS_EXTENSION] = finding.wells.extension()

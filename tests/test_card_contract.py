@@ -197,3 +197,11 @@ def test_markdown_renders_as_written(key, card):
             continued = [line for line in source[start + 1:end] if line and not line.startswith(" ")]
             assert not continued, f"rendered inside a list item: {continued}"
     assert "<li>" in MarkdownIt("commonmark").render(card["detail"]) or "\n- " not in card["detail"]
+
+
+def test_a_d_dimer_and_the_cyst_ultrasound_may_both_be_ordered():
+    [card] = [c for key, c in CARDS if key.startswith("duplex-ordered-wells-0-bakers-cyst.json:order-select")
+              and c["source"]["topic"]["code"] == "imaging-appropriateness"]
+    assert [s["label"] for s in card["suggestions"]] == ["Add a D-dimer test",
+                                                         "Order ultrasound of the popliteal fossa for the cyst"]
+    assert card["selectionBehavior"] == "any"
