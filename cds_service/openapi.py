@@ -172,6 +172,26 @@ def build_document(services: tuple[ServiceDefinition, ...], *, jwt: bool) -> dic
             "responses": {status: {"$ref": f"#/components/responses/Error{status}"} for status in ("401", "404")},
         }}
 
+    # Public rule explanations (rule_pages.py): no client JWT, no patient data; HTML unless JSON is asked for.
+    rule_page = {"type": "object", "required": ["id", "checks"], "properties": {
+        "id": {"type": "string"}, "checks": {"type": "array", "items": {"type": "string"}},
+        "thresholds": {"type": "array", "items": {"type": "object", "properties": {
+            "what": {"type": "string"}, "value": {"type": "string"}}}},
+        "advice": {"type": "array", "items": {"type": "string"}},
+        "sources": {"type": "array", "items": {"type": "object", "properties": {
+            "label": {"type": "string"}, "url": {"type": "string"}}}}}}
+    paths["/rules/{ruleId}"] = {"get": {
+        "operationId": "rule-page",
+        "summary": "What a rule checks, its thresholds and its sources (cards link here)",
+        "security": [],
+        "parameters": [{"name": "ruleId", "in": "path", "required": True, "schema": {"type": "string"},
+                        "example": "D-01"}],
+        "responses": {
+            "200": {"description": "The rule page", "content": {"text/html": {"schema": {"type": "string"}},
+                                                                  "application/json": {"schema": rule_page}}},
+            "404": {"$ref": "#/components/responses/Error404"}},
+    }}
+
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

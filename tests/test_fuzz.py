@@ -24,9 +24,9 @@ from cds_service.registry import SERVICES
 TOTAL_CASES = int(os.environ.get("KNEE_CDS_FUZZ_CASES", "300"))
 OPERATIONS = [("GET", "/cds-services")] + [
     ("POST", f"/cds-services/{service.id}{suffix}") for service in SERVICES for suffix in ("", "/feedback")
-] + [("POST", "/cds-services/{id}"), ("POST", "/cds-services/{id}/feedback")]
+] + [("POST", "/cds-services/{id}"), ("POST", "/cds-services/{id}/feedback"), ("GET", "/rules/{ruleId}")]
 # Most of the budget goes to the hook calls and feedback posts; discovery and unknown ids have little to vary.
-WEIGHTS = {"/cds-services": 1, "/cds-services/{id}": 2, "/cds-services/{id}/feedback": 2}
+WEIGHTS = {"/cds-services": 1, "/cds-services/{id}": 2, "/cds-services/{id}/feedback": 2, "/rules/{ruleId}": 1}
 CASES = {path: max(1, TOTAL_CASES * WEIGHTS.get(path, 6) // sum(WEIGHTS.get(p, 6) for _, p in OPERATIONS))
          for _, path in OPERATIONS}
 
