@@ -19,6 +19,11 @@ worker_class = "cds_service.serving.BufferingThreadWorker"
 # worker with a call running takes no new connection, so calls spread over the workers as with sync workers.
 # Waiting on a FHIR server is bounded by KNEE_CDS_FHIR_DEADLINE_SECONDS.
 threads = 1
+# No keep-alive: a kept-alive connection stays with the worker that accepted it, so two busy EHR connections could
+# share one worker (and one core) while the other idles (the benchmark's 2 connections: 199 req/s with keep-alive,
+# 342 without). Each call is a new connection, accepted by a worker whose thread is free. A proxy in front keeps
+# its own keep-alive to the EHR.
+keepalive = 0
 # The app (card definitions, value sets, schemas, FHIR models) is built once in the master and shared
 # by the workers through fork.
 preload_app = True

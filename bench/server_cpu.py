@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.server_cpu [--resources 100] [--seconds 10] [--warmup 3] [--connections 2]
 
-Each app is started with the shared configuration (2 sync workers, preload, gc.freeze before fork) and
+Each app is started with the shared configuration (2 workers, preload, gc.freeze before fork; see the file) and
 driven by wrk (Debian package `wrk`) with a different pre-generated hook body on every request. Reported
 per app: requests per second, p50/p99 latency from wrk, and the server CPU per request: utime+stime of
 the gunicorn master and workers (from /proc) before and after the run, divided by the requests served.
