@@ -568,6 +568,17 @@ def scenarios() -> dict[str, tuple[Record, dict[str, Any], str]]:
         "Major surgery 84 days ago: within 12 weeks, a Wells point (W-03 edge)",
         patient_view={"cards": [UNLIKELY, DIFF],
                       "wells": {"score": 1, "leg": "right", "criteria": ["bedridden-or-major-surgery"]}})
+    add("dvt-knee-injection-10-days", leg_signs("pkp-injection-10").procedure(
+        [(CPT, "20610", "Arthrocentesis, aspiration and/or injection, major joint or bursa")],
+        "Steroid injection, right knee", 10, "right"),
+        "A knee injection 10 days ago without anaesthesia is not major surgery (W-03 [2026-11-26] near miss)",
+        patient_view={"cards": [UNLIKELY, DIFF], "wells": {"score": 0, "leg": "right", "criteria": []}})
+    add("dvt-knee-arthroscopy-10-days", leg_signs("pkp-arthroscopy-10").procedure(
+        [(CPT, "29881", "Arthroscopy, knee, surgical; with meniscectomy")],
+        "Right knee arthroscopy with partial meniscectomy", 10, "right"),
+        "A knee arthroscopy 10 days ago is major surgery, anaesthesia type not recorded (W-03, conservative)",
+        patient_view={"cards": [UNLIKELY, DIFF],
+                      "wells": {"score": 1, "leg": "right", "criteria": ["bedridden-or-major-surgery"]}})
     add("dvt-surgery-92-days", leg_signs("pkp-surgery-92").procedure(
         [(CPT, "27447", "Arthroplasty, knee, condyle and plateau; total knee arthroplasty")],
         "Total knee replacement, left", 92, "left"),
@@ -799,6 +810,8 @@ RULE_CHECKS: list[tuple[str, str, str, str, str, bool]] = [
     ("W-01", "patient-view", "wells-chemotherapy-encounter", "wells-chemotherapy-encounter-old", "active-cancer", False),
     ("W-02", "patient-view", "wells-paraplegia", "dvt-unlikely-calf-pain", "paralysis-or-immobilisation", False),
     ("W-03", "patient-view", "dvt-surgery-84-days", "dvt-surgery-92-days", "bedridden-or-major-surgery", False),
+    ("W-03", "patient-view", "dvt-knee-arthroscopy-10-days", "dvt-knee-injection-10-days",
+     "bedridden-or-major-surgery", False),
     ("W-04", "patient-view", "wells-deep-vein-tenderness", "wells-deep-vein-tenderness-absent",
      "deep-vein-tenderness", False),
     ("W-05", "patient-view", "wells-entire-leg-swollen", "wells-entire-leg-swollen-absent", "entire-leg-swollen",

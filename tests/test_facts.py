@@ -121,3 +121,23 @@ def test_without_a_bmi_a_broken_latest_weight_is_named_and_the_one_before_it_is_
     index, facts = _index_and_facts(broken_weight, _obs("29463-7", 86.7, "kg", "2026-10-01"), _obs("8302-2", 170, "cm"))
     assert [r.kind for r in facts.risk_factors] == ["obesity"]  # 86.7 kg, 1.70 m: BMI 30.0
     assert [r.reference for r in index.rejected] == ["Observation/o-29463-7-2026-11-10"]
+
+
+def _procedure(code: str, text: str, day: str = "2026-11-10") -> dict:
+    return {"resourceType": "Procedure", "id": f"p-{code}", "status": "completed", "subject": {"reference": "Patient/p"},
+            "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code}], "text": text},
+            "performedDateTime": day}
+
+
+@pytest.mark.parametrize(("procedures", "major"), [
+    ([_procedure("20610", "Injection, right knee")], False),  # codes.md §10: minor without anaesthesia
+    ([_procedure("20610", "Injection, right knee"), _procedure("01382", "Anaesthesia for knee arthroscopy")], True),
+    ([_procedure("20610", "Injection, right knee"),
+      _procedure("01382", "Anaesthesia for knee arthroscopy", "2026-11-09")], False),  # anaesthesia another day
+    ([_procedure("27447", "Total knee arthroplasty")], True),
+    ([_procedure("11042", "Debridement, subcutaneous tissue")], True),  # deep debridement still counts
+    ([{**_procedure("99999", "Knee procedure"), "code": {"text": "Ultrasound-guided aspiration of knee"}}], False),
+])
+def test_w03_minor_procedures_are_major_surgery_only_with_anaesthesia(procedures, major):
+    _, facts = _index_and_facts(*procedures)
+    assert any(i.criterion == "bedridden-or-major-surgery" for i in facts.wells_items) is major

@@ -33,9 +33,10 @@ __all__ = ["DDimer", "DraftOrder", "Evidence", "ImagingOnRecord", "KneePain", "P
 
 REQUIRED_VALUE_SETS = tuple(sorted(set(CURRENT_CONCEPTS) | set(HISTORY_CONCEPTS) | {
     "knee-pain", "posterior-knee-diagnosis", "calf-leg-signs", "ruptured-bakers-cyst", "immobilisation-procedure",
-    "major-surgery", "d-dimer", "d-dimer-order", "knee-xray", "knee-mri", "knee-us", "venous-duplex", "pain-score",
-    "body-temperature", "bmi", "body-weight", "body-height", "pregnancy-status", "internal-derangement-locking",
-    "thrombophlebitis-unspecified", "calf-warmth", "calf-circumference", "exam-findings-local"}))
+    "major-surgery", "minor-procedure", "anaesthesia", "d-dimer", "d-dimer-order", "knee-xray", "knee-mri", "knee-us",
+    "venous-duplex", "pain-score", "body-temperature", "bmi", "body-weight", "body-height", "pregnancy-status",
+    "internal-derangement-locking", "thrombophlebitis-unspecified", "calf-warmth", "calf-circumference",
+    "exam-findings-local"}))
 
 
 def build_facts(index: ChartIndex, now: datetime) -> PatientFacts:

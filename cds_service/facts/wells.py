@@ -33,6 +33,7 @@ CANCER_TREATMENT_DAYS = 183  # W-01: treatment within 6 months
 _LOWER_LIMB = "61685007"
 _SWELLING_OF_LIMB = "80068009"
 _SURGICAL = "387713003"
+_MINOR_WORDS = re.compile(r"\b(?:injections?|injected|aspirations?|aspirated|casts?|strapping|biops(?:y|ies))\b", re.I)
 _SURGERY_WORDS = re.compile(r"\b(?:surgery|surgical|\w+ectomy|\w+otomy|\w+plasty|repair|fixation|arthroscop\w*)\b", re.I)
 _EXAM_CRITERIA = (  # local finding code -> criterion (W-04, W-05, W-07, W-08)
     ("deep-vein-tenderness", "deep-vein-tenderness"),
@@ -102,7 +103,26 @@ def _major_surgery(rec: Record, entry: ChartEntry) -> bool:
         return False  # imaging is not surgery
     if "immobilisation-procedure" in entry.concepts and not _SURGERY_WORDS.search(label_of(entry.resource)):
         return False  # a cast is W-02, unless it was part of an operation
+    if "anaesthesia" in entry.concepts:
+        return False  # the anaesthesia record of an operation, not an operation of its own
+    if _minor(entry) and not _anaesthesia_on(rec, entry.when):
+        return False  # an injection, aspiration, biopsy or nerve block is not major surgery without anaesthesia
     return is_surgery(entry) and entry.recent is not None and rec.within(entry.recent, WELLS_SURGERY_DAYS)
+
+
+def _minor(entry: ChartEntry) -> bool:
+    """codes.md VS:major-surgery [2026-11-26]: the minor CPT ranges, or a procedure named (in its own code text or
+    display, not its notes) as an injection, aspiration, cast, strapping or biopsy."""
+    if "minor-procedure" in entry.concepts:
+        return True
+    code = entry.resource.code
+    names = [code.text or ""] + [c.display or "" for c in codings(code)] if code is not None else []
+    return any(_MINOR_WORDS.search(name) for name in names)
+
+
+def _anaesthesia_on(rec: Record, day: date | None) -> bool:
+    """General or regional anaesthesia recorded as a procedure of the same day (CPT 00100-01999)."""
+    return day is not None and any("anaesthesia" in p.concepts and p.when == day for p in rec.of("Procedure"))
 
 
 def examination_findings(rec: Record, findings) -> list[WellsItem]:
