@@ -129,6 +129,15 @@ def risk_factors(facts: PatientFacts) -> list[tuple[str, str, Evidence]]:
     return [(*RISK_FACTORS[kind], evidence) for kind, evidence in kinds]
 
 
+def _anticoagulant_note(facts: PatientFacts) -> tuple[Block, ...]:
+    """D-08 [2026-11-26]: an anticoagulant for another reason is not a known DVT, but it changes management."""
+    if not facts.anticoagulation or facts.recent_dvt:
+        return ()
+    return (("**On an anticoagulant (not for DVT):**",
+             *(Line("-", (e,), ("D-08",), refer_back=True) for e in facts.anticoagulation),
+             "A negative D-dimer is less reliable on anticoagulation, and the bleeding risk weighs on any treatment."),)
+
+
 def _risk_lines(facts: PatientFacts) -> tuple[Block, ...]:
     risks = risk_factors(facts)
     if not risks:
@@ -161,7 +170,7 @@ def dvt_findings(facts: PatientFacts) -> list[Finding]:
     leg = "both" if len(side) > 1 else side[0]
     adult = facts.age is None or facts.age >= ADULT_AGE
     wells = best_wells(facts) if facts.leg_signs and adult and not facts.pregnant else None
-    notes = _mimic_note(facts) + _risk_lines(facts)
+    notes = _mimic_note(facts) + _anticoagulant_note(facts) + _risk_lines(facts)
     out: list[Finding] = []
     if facts.calf_warmth and facts.swelling_or_tenderness:  # D-01 (RF-01)
         out.append(_urgent(facts, leg, wells, notes))
