@@ -24,6 +24,7 @@ from .knowledge import load_knowledge
 from .parse import parse_record
 from .pipeline import decide
 from .registry import SERVICES, PrefetchSpec, resolve_services
+from .samples import as_of, reference_date
 from .settings import Settings, parse_instant
 
 HOOK_SERVICES = {s.hook: s for s in SERVICES}
@@ -118,9 +119,27 @@ def render_cards(response: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _today(settings: Settings) -> date:
+    return (settings.fixed_now() or datetime.now(UTC)).date()
+
+
+def _sample_as_of_today(document: Any, settings: Settings) -> Any:
+    """A sample bundle moved so that its reference date is today (samples.py); anything else as it is."""
+    reference = reference_date(document)
+    if reference is None:
+        return document
+    today = _today(settings)
+    if reference != today:
+        print(f"sample dated around {reference.isoformat()}: its dates are moved by {(today - reference).days} days "
+              f"so that day is today ({today.isoformat()}); --now evaluates it as written", file=sys.stderr)
+    return as_of(document, today)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     document = _load(args.file)
+    if not args.now:  # a fixed --now evaluates the sample as written, at that moment
+        document = _sample_as_of_today(document, settings)
     if "hook" in document and "context" in document:  # a CDS Hooks request body
         hook = document["hook"]
         context = document["context"]
@@ -152,7 +171,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_request(args: argparse.Namespace) -> int:
-    body = build_request(bundle_resources(_load(args.file)), args.hook, args.fhir_server)
+    document = _sample_as_of_today(_load(args.file), Settings.from_env())
+    body = build_request(bundle_resources(document), args.hook, args.fhir_server)
     sys.stdout.write(json.dumps(body, indent=2) + "\n")
     return 0
 

@@ -219,7 +219,11 @@ class Record:
         return self
 
     def bundle(self) -> dict[str, Any]:
-        return {"resourceType": "Bundle", "type": "collection",
+        from cds_service.samples import SAMPLE_TAG
+
+        # Tagged as a sample, with its reference date as timestamp: the CLI moves its dates so that day is today.
+        return {"resourceType": "Bundle", "meta": {"tag": [SAMPLE_TAG]}, "type": "collection",
+                "timestamp": f"{TODAY.isoformat()}T12:00:00Z",
                 "entry": [{"fullUrl": f"urn:uuid:{r['resourceType'].lower()}-{r['id']}", "resource": r}
                           for r in self.resources]}
 

@@ -41,6 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from cds_service.samples import shifted
 from cds_service.terminology import ICD10CM, LOINC, SNOMED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,10 +59,6 @@ US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
 LOCAL_EXAM_SYSTEM = "urn:oid:1.2.840.114350.1.13.0.1.7.2.707679"
 
 # FHIR element names whose type is date, dateTime or instant (Period.start/end included).
-_DATE_ELEMENTS = frozenset({"birthDate", "recordedDate", "authoredOn", "issued", "start", "end", "lastUpdated", "date",
-                            "recorded", "created", "occurrenceDateTime"})
-_DATE_SUFFIXES = ("DateTime", "Instant", "Date")
-_FHIR_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(T.+)?")
 _TOKEN = re.compile(r"[A-Za-z0-9.\-]{1,27}")  # with a 36-character Synthea id, a resource id stays within FHIR's 64
 _PLACEHOLDER = "TOKENPLACEHOLDERq7"
 
@@ -94,33 +91,6 @@ def synthea_patient_ids() -> list[str]:
 
 
 # --- moving a chart in time ----------------------------------------------------------------------
-
-
-def shift_date(value: str, days: int) -> str:
-    """A FHIR date, dateTime or instant moved by whole days, keeping its precision, time and zone as written."""
-    match = _FHIR_DATE.fullmatch(value)
-    if match is None:
-        return value
-    year, month, day, rest = match.groups()
-    moved = (date(int(year), int(month or 1), int(day or 1)) + timedelta(days=days)).isoformat()
-    if day:
-        return moved + (rest or "")
-    return moved[:7] if month else moved[:4]
-
-
-def _is_date_element(name: str) -> bool:
-    return name in _DATE_ELEMENTS or name.endswith(_DATE_SUFFIXES)
-
-
-def _shifted(node: Any, days: int, is_date: bool = False) -> Any:
-    """A deep copy with every date-typed element moved (FHIR-aware: by element name, not by the look of a string)."""
-    if isinstance(node, dict):
-        return {key: _shifted(value, days, _is_date_element(key)) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_shifted(value, days, is_date) for value in node]
-    if is_date and isinstance(node, str):
-        return shift_date(node, days)
-    return node
 
 
 def _offset_days(encounters: list[dict[str, Any]], today: date) -> int:
@@ -272,7 +242,7 @@ def synthea_chart(patient_id: str, *, today: date, observations: int = 0, seed: 
     if records is None:
         raise KeyError(f"no Synthea patient {patient_id!r} in {SYNTHEA_DIR}")
     days = _offset_days(records["Encounter"], today)
-    chart = [_shifted(r, days) for t in CHART_TYPES for r in records[t]]
+    chart = [shifted(r, days) for t in CHART_TYPES for r in records[t]]
     patient = chart[0]
     encounters = [r for r in chart if r["resourceType"] == "Encounter"]
     return chart + _observations(patient, encounters, observations, random.Random(f"{patient_id}:{seed}"))

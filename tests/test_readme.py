@@ -27,7 +27,7 @@ def test_every_setting_is_documented():
 
 
 def test_the_curl_examples_files_exist_and_are_accepted(client):
-    for match in re.finditer(r"--data @(\S+)\s*\\\s*\n\s*http://127\.0\.0\.1:8080(\S+)", _readme()):
+    for match in re.finditer(r"--data @([^-\s]\S*)\s*\\\s*\n\s*http://127\.0\.0\.1:8080(\S+)", _readme()):
         path, endpoint = ROOT / match.group(1), match.group(2)
         response = client.post(endpoint, json=json.loads(path.read_text()))
         assert response.status_code == 200, (path, response.get_json())
@@ -48,3 +48,18 @@ def test_the_card_shown_in_the_readme_is_what_the_service_writes(client):
     quoted = "\n".join(line[2:] if line.startswith("> ") else "" for line in _readme().splitlines()
                        if line.startswith(">"))
     assert f"**{card['summary']}**\n\n{card['detail']}" in quoted
+
+
+def test_the_piped_request_examples_are_accepted(client, settings, capsys, monkeypatch):
+    from cds_service.cli import main
+
+    # The CLI and the service share one clock, as a plain `make run` and the CLI share the real one.
+    monkeypatch.setenv("KNEE_CDS_NOW", settings.now)
+
+    piped = re.findall(r"knee-cds request (\S+) --hook (\S+) \|\n.*--data @- \\\n\s*http://127\.0\.0\.1:8080(\S+)",
+                       _readme())
+    assert piped
+    for path, hook, endpoint in piped:
+        main(["request", str(ROOT / path), "--hook", hook])
+        response = client.post(endpoint, json=json.loads(capsys.readouterr().out))
+        assert response.status_code == 200 and response.get_json()["cards"]

@@ -16,6 +16,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from cds_service.cli import build_request
+from cds_service.samples import shift_date
 from cds_service.terminology import CPT, LOINC
 from cds_service.terminology import ICD10CM as ICD
 from cds_service.terminology import PKP_FINDING as PKP
@@ -24,7 +25,6 @@ from fhir_examples.synthea import (
     QUIET_PATIENT_IDS,
     SYNTHEA_DIR,
     merge_scenario,
-    shift_date,
     sized_chart,
     synthea_chart,
     synthea_patient_ids,

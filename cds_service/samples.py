@@ -1,0 +1,66 @@
+"""Sample bundles that stay valid: moved in time so that their reference date becomes today.
+
+The sample bundles of `fhir_examples/` are written around one day (their `timestamp`) and carry the sample tag. The
+CLI (`evaluate`, `request`) moves every date of such a bundle by the same number of days, a FHIR-aware transform (by
+element name, not by the look of a string: a date inside a note stays as written), so that a sample gives the cards
+it describes on any day. The service never rewrites the dates of a hook call.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from typing import Any
+
+SAMPLE_TAG = {"system": "http://example.org/fhir/CodeSystem/pkp-sample", "code": "sample",
+              "display": "knee-cds sample: its dates are moved so that its timestamp is today"}
+
+_DATE_ELEMENTS = frozenset({"birthDate", "recordedDate", "authoredOn", "issued", "start", "end", "lastUpdated", "date",
+                            "recorded", "created", "occurrenceDateTime", "timestamp"})
+_DATE_SUFFIXES = ("DateTime", "Instant", "Date")
+_FHIR_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(T.+)?")
+
+
+def shift_date(value: str, days: int) -> str:
+    """A FHIR date, dateTime or instant moved by whole days, keeping its precision, time and zone as written."""
+    match = _FHIR_DATE.fullmatch(value)
+    if match is None:
+        return value
+    year, month, day, rest = match.groups()
+    moved = (date(int(year), int(month or 1), int(day or 1)) + timedelta(days=days)).isoformat()
+    if day:
+        return moved + (rest or "")
+    return moved[:7] if month else moved[:4]
+
+
+def _is_date_element(name: str) -> bool:
+    return name in _DATE_ELEMENTS or name.endswith(_DATE_SUFFIXES)
+
+
+def shifted(node: Any, days: int, is_date: bool = False) -> Any:
+    """A deep copy with every date-typed element moved by `days` (FHIR-aware: by element name)."""
+    if isinstance(node, dict):
+        return {key: shifted(value, days, _is_date_element(key)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [shifted(value, days, is_date) for value in node]
+    if is_date and isinstance(node, str):
+        return shift_date(node, days)
+    return node
+
+
+def reference_date(document: Any) -> date | None:
+    """The day a sample bundle is written around, or None for anything that is not a tagged sample."""
+    if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
+        return None
+    tags = (document.get("meta") or {}).get("tag") or []
+    if not any(isinstance(t, dict) and t.get("system") == SAMPLE_TAG["system"] and t.get("code") == "sample"
+               for t in tags):
+        return None
+    stamp = document.get("timestamp")
+    return date.fromisoformat(stamp[:10]) if isinstance(stamp, str) and len(stamp) >= 10 else None
+
+
+def as_of(document: Any, today: date) -> Any:
+    """A tagged sample moved so that its reference date is `today`; anything else unchanged."""
+    reference = reference_date(document)
+    return document if reference is None else shifted(document, (today - reference).days)
