@@ -47,8 +47,10 @@ class Record:
         self.n = 0
 
     def _id(self, prefix: str) -> str:
+        # Prefixed with the patient's id: every resource id is unique across the samples, so they can all be loaded
+        # into one FHIR server without one patient's Conditions replacing another's.
         self.n += 1
-        return f"{prefix}-{self.n}"
+        return f"{self.pid}-{prefix}-{self.n}"
 
     def subject(self) -> dict[str, str]:
         return {"reference": f"Patient/{self.pid}"}
@@ -212,7 +214,8 @@ class Record:
                        f"Venous duplex {side} leg"),
         }[modality]
         self.resources.append({
-            "resourceType": "ServiceRequest", "id": rid or f"draft-{modality}-1", "status": "draft", "intent": "order",
+            "resourceType": "ServiceRequest", "id": rid or f"{self.pid}-draft-{modality}-1", "status": "draft",
+            "intent": "order",
             "code": {"coding": [{"system": s, "code": c, "display": d} for s, c, d in codes[0]], "text": codes[1]},
             "subject": self.subject(),
             "bodySite": [{"coding": [{"system": SN, "code": SIDE[side][0], "display": SIDE[side][1]}]}]})

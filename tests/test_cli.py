@@ -39,7 +39,7 @@ def test_validate_reports_invalid_resources_and_fails(tmp_path, capsys):
     path.write_text(json.dumps(bundle))
     assert main(["validate", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "INVALID Condition/cond-1: onsetDateTime" in out
+    assert "INVALID Condition/pkp-baker-01-cond-1: onsetDateTime" in out
 
 
 def test_validate_passes_every_shipped_example(capsys):

@@ -122,14 +122,14 @@ def test_the_mri_card_replaces_the_draft_with_an_orderable_xray(tmp_path):
     assert card["selectionBehavior"] == "at-most-one" and card["overrideReasons"]
     actions = card["suggestions"][0]["actions"]
     assert actions[0] == {"type": "delete", "description": actions[0]["description"],
-                          "resourceId": "ServiceRequest/draft-mri-1"}
+                          "resourceId": "ServiceRequest/pkp-chronic-01-draft-mri-1"}
     request = actions[1]["resource"]
     systems = {c["system"]: c["code"] for c in request["code"]["coding"]}
     assert systems["http://www.ama-assn.org/go/cpt"] in {"73560", "73562", "73564", "73565"}
     assert systems["http://loinc.org"] == "24805-4"
     assert request["status"] == "draft" and request["intent"] == "proposal"
     assert request["subject"] == {"reference": "Patient/pkp-chronic-01"}
-    assert request["reasonReference"] == [{"reference": "Condition/cond-1"}]
+    assert request["reasonReference"] == [{"reference": "Condition/pkp-chronic-01-cond-1"}]
     # One pre-coordinated code per site: a side is never a second coding (codings are alternatives).
     assert request["bodySite"] == [{"coding": [{"system": "http://snomed.info/sct", "code": "6757004",
                                                 "display": "Structure of right knee region"}]}]
@@ -138,9 +138,10 @@ def test_the_mri_card_replaces_the_draft_with_an_orderable_xray(tmp_path):
 def test_cards_explain_what_triggered_them_with_dates_and_source(tmp_path):
     body = _post(tmp_path, "chronic-posterior-knee-pain.json", "order-select", "2026-11-20")
     card = body["cards"][0]
-    assert "2026-08-12" in card["detail"] and "Condition/cond-1" not in card["detail"]
-    assert {"reference": "Condition/cond-1", "date": "2026-08-12"}.items() <= \
-        next(i for i in card["extension"]["org.example.kneecds.evidence"] if i["reference"] == "Condition/cond-1").items()
+    pain = "Condition/pkp-chronic-01-cond-1"
+    assert "2026-08-12" in card["detail"] and pain not in card["detail"]
+    assert {"reference": pain, "date": "2026-08-12"}.items() <= \
+        next(i for i in card["extension"]["org.example.kneecds.evidence"] if i["reference"] == pain).items()
     assert card["source"]["label"].startswith("ACR Appropriateness Criteria")
     assert card["source"]["url"].startswith("https://")
 

@@ -80,3 +80,17 @@ def test_only_a_tagged_sample_bundle_is_moved():
     untagged = {**sample, "meta": {}}
     assert reference_date(untagged) is None
     assert as_of(untagged, reference_date(sample).replace(year=2030)) is untagged
+
+
+def test_every_resource_id_is_unique_across_the_samples():
+    # All samples can be loaded into one FHIR server (as the CDS Hooks Sandbox needs) without one patient's
+    # resources replacing another's.
+    seen: dict[tuple[str, str], str] = {}
+    for path in sorted(EXAMPLES.glob("*.json")):
+        if path.name == "manifest.json":
+            continue
+        for entry in load_json(path)["entry"]:
+            key = (entry["resource"]["resourceType"], entry["resource"]["id"])
+            assert key not in seen, f"{key} is in {seen.get(key)} and {path.name}"
+            seen[key] = path.name
+    assert len(seen) > 400
