@@ -17,7 +17,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from fhir.resources.R4B import get_fhir_model_class
+
 from .cards import DATA_QUALITY_EXTENSION
+from .errors import BadRequest
 from .facts import REQUIRED_VALUE_SETS
 from .fhir_dates import clinical_dates
 from .knowledge import load_knowledge
@@ -26,6 +29,7 @@ from .pipeline import decide
 from .registry import SERVICES, PrefetchSpec, resolve_services
 from .samples import as_of, reference_date
 from .settings import Settings, parse_instant
+from .validation import Validators, check_hook_request
 
 HOOK_SERVICES = {s.hook: s for s in SERVICES}
 
@@ -97,10 +101,12 @@ def _clinical_date(resource: dict[str, Any]) -> date:
     return when or date.min
 
 
-def render_cards(response: dict[str, Any]) -> str:
+def render_cards(response: dict[str, Any], why_none: str = "nothing in the chart calls for one") -> str:
     cards = response["cards"]
     if not cards:
-        return "No cards.\n"
+        left_out = len(response.get("extension", {}).get(DATA_QUALITY_EXTENSION, {}).get("leftOut", []))
+        return f"No cards: {why_none}" + (f"; {left_out} resource(s) were left out, unreadable" if left_out else "") \
+            + ".\n"
     out = []
     for card in cards:
         topic = card["source"]["topic"]["code"]
@@ -140,7 +146,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     document = _load(args.file)
     if not args.now:  # a fixed --now evaluates the sample as written, at that moment
         document = _sample_as_of_today(document, settings)
-    if "hook" in document and "context" in document:  # a CDS Hooks request body
+    if isinstance(document, dict) and "hook" in document:  # a CDS Hooks request body: refused as the service would
+        refusal = _refusal(document, args.hook)
+        if refusal:
+            print(f"knee-cds: {refusal}", file=sys.stderr)
+            return 2
         hook = document["hook"]
         context = document["context"]
         data = []
@@ -148,26 +158,57 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if isinstance(value, dict):
                 data += bundle_resources(value) if value.get("resourceType") == "Bundle" else [value]
     else:
-        hook = args.hook
+        hook = args.hook or "patient-view"
         request = build_request(bundle_resources(document), hook)
         context = request["context"]
         data = split_bundle(bundle_resources(document))[0]
-    now = parse_instant(args.now) if args.now else (settings.fixed_now() or datetime.now(UTC))
+    now = args.now or settings.fixed_now() or datetime.now(UTC)
     decision = decide(hook, context, data, load_knowledge(settings.cards_dir, REQUIRED_VALUE_SETS), now)
     response = decision.response()
-    sys.stdout.write(json.dumps(response, indent=2) + "\n" if args.json else render_cards(response))
+    drafts = (context.get("draftOrders") or {}).get("entry") if isinstance(context, dict) else None
+    why_none = "no draft order to check (the order hooks answer about draft ServiceRequests)" \
+        if hook != "patient-view" and not drafts else "nothing in the chart calls for one"
+    sys.stdout.write(json.dumps(response, indent=2) + "\n" if args.json else render_cards(response, why_none))
     return 0
+
+
+def _refusal(body: dict[str, Any], hook: str | None) -> str | None:
+    """What the service would answer instead of cards (its 400 or 412), or None: the CLI behaves as the service."""
+    if (hook or body.get("hook")) not in HOOK_SERVICES:
+        return f"the service would refuse this request (400): no service answers the hook {body.get('hook')!r}"
+    try:
+        check_hook_request(Validators.load(), body, hook or body["hook"])
+    except BadRequest as exc:
+        return f"the service would refuse this request (400): {exc}"
+    required = [spec.key for spec in HOOK_SERVICES[body["hook"]].prefetch if spec.required]
+    missing = [key for key in required if key not in (body.get("prefetch") or {})]
+    if missing:
+        return (f"the service would fetch {', '.join(missing)} from fhirServer, or answer 412 without them; the CLI "
+                "reads prefetch only")
+    return None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     resources = bundle_resources(_load(args.file))
     record = parse_record(resources)
+    unknown = [r for r in resources if isinstance(r, dict) and not _fhir_type(r.get("resourceType"))]
     checked = sum(len(v) for v in record.resources.values())
     for item in record.rejected:
         print(f"INVALID {item.reference}: {item.reason}")
-    print(f"{checked} resource(s) valid, {len(record.rejected)} invalid, "
-          f"{len(resources) - checked - len(record.rejected)} not read by the rules")
-    return 1 if record.rejected else 0
+    for resource in unknown:
+        print(f"INVALID {str(resource.get('resourceType'))[:64]}/{str(resource.get('id'))[:64]}: "
+              "not a FHIR R4 resource type")
+    invalid = len(record.rejected) + len(unknown)
+    print(f"{checked} resource(s) valid, {invalid} invalid, {len(resources) - checked - invalid} not read by the rules")
+    return 1 if invalid else 0
+
+
+def _fhir_type(name: Any) -> bool:
+    try:
+        get_fhir_model_class(name)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
 
 
 def cmd_request(args: argparse.Namespace) -> int:
@@ -177,14 +218,22 @@ def cmd_request(args: argparse.Namespace) -> int:
     return 0
 
 
+def _instant(text: str) -> datetime:
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or dateTime: {text!r} (e.g. 2026-11-20)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="knee-cds", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     evaluate = sub.add_parser("evaluate", help="print the cards the service gives for a bundle or request")
     evaluate.add_argument("file")
-    evaluate.add_argument("--hook", choices=sorted(HOOK_SERVICES), default="patient-view")
+    evaluate.add_argument("--hook", choices=sorted(HOOK_SERVICES),
+                          help="the hook (default patient-view; for a request body, it must be the body's)")
     evaluate.add_argument("--json", action="store_true", help="print the CDS Hooks response as JSON")
-    evaluate.add_argument("--now", help="today's date (ISO), for reproducible output")
+    evaluate.add_argument("--now", type=_instant, help="today's date or dateTime (ISO), for reproducible output")
     evaluate.set_defaults(func=cmd_evaluate)
     validate = sub.add_parser("validate", help="check every resource of a bundle against FHIR R4")
     validate.add_argument("file")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cds_service.cli import main
 
 from .conftest import EXAMPLES
@@ -20,7 +22,50 @@ def test_evaluate_prints_readable_cards_with_their_trigger(capsys):
 
 def test_evaluate_says_so_when_there_are_no_cards(capsys):
     assert main(["evaluate", str(EXAMPLES / "no-knee-pain.json"), "--now", "2026-11-20"]) == 0
-    assert capsys.readouterr().out.strip() == "No cards."
+    assert capsys.readouterr().out.strip() == "No cards: nothing in the chart calls for one."
+    assert main(["evaluate", str(EXAMPLES / "hamstring-strain.json"), "--hook", "order-sign", "--now", "2026-11-20"]) == 0
+    assert capsys.readouterr().out.strip() == \
+        "No cards: no draft order to check (the order hooks answer about draft ServiceRequests)."
+
+
+# --- the CLI behaves as the service: the service's refusals, never cards it would not give ----------------------------
+REQUEST = EXAMPLES / "requests" / "chronic-posterior-knee-pain.order-select.json"
+
+
+def _request_file(tmp_path, change) -> str:
+    body = json.loads(REQUEST.read_text())
+    change(body)
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(body))
+    return str(path)
+
+
+@pytest.mark.parametrize(("change", "args", "said"), [
+    (lambda b: b.update(hook="patient-veiw"), [], "(400): no service answers the hook 'patient-veiw'"),
+    (lambda b: b.pop("prefetch"), [], "would fetch patient, conditions"),
+    (lambda b: None, ["--hook", "patient-view"], "(400): This service answers the 'patient-view' hook, not 'order-select'"),
+    (lambda b: b["context"].pop("draftOrders"), [], "(400): Invalid request at context.draftOrders"),
+])
+def test_a_request_the_service_would_refuse_is_refused(tmp_path, capsys, change, args, said):
+    assert main(["evaluate", _request_file(tmp_path, change), *args, "--now", "2026-11-20"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and said in out.err
+
+
+def test_a_now_that_is_not_a_date_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(EXAMPLES / "bakers-cyst.json"), "--now", "yesterday"])
+    assert exit_.value.code == 2
+    assert "argument --now: not an ISO date or dateTime: 'yesterday'" in capsys.readouterr().err
+
+
+def test_validate_fails_on_a_resource_type_fhir_does_not_have(tmp_path, capsys):
+    bundle = json.loads((EXAMPLES / "bakers-cyst.json").read_text())
+    bundle["entry"].append({"resource": {"resourceType": "Banana", "id": "b1"}})
+    path = tmp_path / "banana.json"
+    path.write_text(json.dumps(bundle))
+    assert main(["validate", str(path)]) == 1
+    assert "INVALID Banana/b1: not a FHIR R4 resource type" in capsys.readouterr().out
 
 
 def test_evaluate_accepts_a_cds_hooks_request_body(tmp_path, capsys):
