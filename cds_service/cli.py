@@ -3,6 +3,7 @@
     knee-cds evaluate fhir_examples/chronic-posterior-knee-pain.json [--hook patient-view] [--json] [--now DATE]
     knee-cds validate fhir_examples/chronic-posterior-knee-pain.json
     knee-cds request  fhir_examples/chronic-posterior-knee-pain.json --hook order-select   (a curl-ready body)
+    knee-cds load     fhir_examples/ --fhir-server http://127.0.0.1:8103/fhir   (the samples into a FHIR server)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fhir.resources.R4B import get_fhir_model_class
 
 from .cards import DATA_QUALITY_EXTENSION
@@ -218,6 +220,37 @@ def cmd_request(args: argparse.Namespace) -> int:
     return 0
 
 
+def transaction(document: dict[str, Any]) -> dict[str, Any]:
+    """A bundle's resources as a FHIR transaction that PUTs each under its own id (loading twice changes nothing)."""
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in bundle_resources(document)]}
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    """Every sample bundle of a file or folder into a FHIR server, one transaction per bundle, as of today."""
+    path = Path(args.path)
+    files = sorted(p for p in path.glob("*.json") if p.name != "manifest.json") if path.is_dir() else [path]
+    settings = Settings.from_env()
+    base = args.fhir_server.rstrip("/")
+    loaded = 0
+    with httpx.Client(timeout=30) as client:
+        for file in files:
+            document = as_of(_load(str(file)), _today(settings))
+            try:
+                answer = client.post(f"{base}/", json=transaction(document),
+                                     headers={"Content-Type": "application/fhir+json"})
+            except httpx.HTTPError as exc:
+                print(f"knee-cds: {base} could not be reached: {type(exc).__name__}", file=sys.stderr)
+                return 1
+            if answer.status_code != 200:
+                print(f"knee-cds: {file.name}: the FHIR server answered {answer.status_code}", file=sys.stderr)
+                return 1
+            loaded += len(document.get("entry", []))
+    print(f"loaded {loaded} resources from {len(files)} bundle(s) into {base}, dated as of {_today(settings)}")
+    return 0
+
+
 def _instant(text: str) -> datetime:
     try:
         return parse_instant(text)
@@ -243,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     request.add_argument("--hook", choices=sorted(HOOK_SERVICES), default="patient-view")
     request.add_argument("--fhir-server", help="fhirServer to name in the request")
     request.set_defaults(func=cmd_request)
+    load = sub.add_parser("load", help="load sample bundles into a FHIR server (transactions, ids kept)")
+    load.add_argument("path", help="a bundle, or a folder of them (fhir_examples/)")
+    load.add_argument("--fhir-server", required=True, help="the FHIR server's base URL")
+    load.set_defaults(func=cmd_load)
     args = parser.parse_args(argv)
     return args.func(args)
 

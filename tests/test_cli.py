@@ -99,3 +99,22 @@ def test_the_request_command_builds_a_body_the_service_accepts(client, capsys):
     response = client.post("/cds-services/posterior-knee-pain", json=body)
     assert response.status_code == 200
     assert [c["source"]["topic"]["code"] for c in response.get_json()["cards"]] == ["imaging", "differential"]
+
+
+def test_load_puts_every_sample_into_a_fhir_server_under_its_own_id(fhir_server, capsys):
+    assert main(["load", str(EXAMPLES), "--fhir-server", fhir_server.base]) == 0
+    bundles = [p for p in EXAMPLES.glob("*.json") if p.name != "manifest.json"]
+    total = sum(len(json.loads(p.read_text())["entry"]) for p in bundles)
+    assert capsys.readouterr().out.startswith(f"loaded {total} resources from {len(bundles)} bundle(s) into ")
+    # each patient keeps its own Conditions (ids are unique across the samples)
+    for sample, patient in (("bakers-cyst.json", "pkp-baker-01"), ("dvt-urgent-hot-calf.json", "pkp-dvt-urgent-01")):
+        own = {e["resource"]["id"] for e in json.loads((EXAMPLES / sample).read_text())["entry"]
+               if e["resource"]["resourceType"] == "Condition"}
+        found = fhir_server.http.get("/Condition", params={"patient": patient}).json().get("entry", [])
+        assert own and {e["resource"]["id"] for e in found} == own
+    assert main(["load", str(EXAMPLES / "bakers-cyst.json"), "--fhir-server", fhir_server.base]) == 0  # again: no-op
+
+
+def test_load_says_when_the_fhir_server_cannot_be_reached(capsys):
+    assert main(["load", str(EXAMPLES / "bakers-cyst.json"), "--fhir-server", "http://127.0.0.1:9"]) == 1
+    assert "could not be reached" in capsys.readouterr().err
