@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 FHIR_SERVER_DIR := tests/fhir_server
 
-.PHONY: run test lint bench mutate fuzz soak clean
+.PHONY: run test lint bench mutate fuzz soak fhir-server clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ fuzz: $(VENV)/.dev-installed
 # database); not part of `make test`. Shorter: make soak SOAK_ARGS="--seconds 30 --database sqlite".
 soak: $(VENV)/.run-installed
 	$(BIN)/python -m tools.soak $(SOAK_ARGS)
+
+# The test FHIR server (Medplum's router) on http://127.0.0.1:8103 with every sample loaded as of today, for the
+# CDS Hooks Sandbox and `make run` (README: "Pointing an EHR or the CDS Hooks Sandbox at it"). Ctrl-C stops it.
+fhir-server: $(VENV)/.run-installed $(FHIR_SERVER_DIR)/node_modules/.installed
+	$(BIN)/python -m tools.fhir_server --port $${FHIR_PORT:-8103}
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check cds_service tests bench fhir_examples tools gunicorn.conf.py

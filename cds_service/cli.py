@@ -3,7 +3,7 @@
     knee-cds evaluate fhir_examples/chronic-posterior-knee-pain.json [--hook patient-view] [--json] [--now DATE]
     knee-cds validate fhir_examples/chronic-posterior-knee-pain.json
     knee-cds request  fhir_examples/chronic-posterior-knee-pain.json --hook order-select   (a curl-ready body)
-    knee-cds load     fhir_examples/ --fhir-server http://127.0.0.1:8103/fhir   (the samples into a FHIR server)
+    knee-cds load     fhir_examples/ --fhir-server http://127.0.0.1:8103   (the samples into a FHIR server)
 """
 
 from __future__ import annotations
