@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import textwrap
 import uuid
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 from fhir.resources.R4B import get_fhir_model_class
 
-from .cards import DATA_QUALITY_EXTENSION
+from .cards import DATA_QUALITY_EXTENSION, EVIDENCE_EXTENSION, WELLS_EXTENSION
 from .errors import BadRequest
 from .facts import REQUIRED_VALUE_SETS
 from .fhir_dates import clinical_dates
@@ -113,18 +114,47 @@ def render_cards(response: dict[str, Any], why_none: str = "nothing in the chart
     for card in cards:
         topic = card["source"]["topic"]["code"]
         out.append(f"[{card['indicator'].upper()}] {topic}: {card['summary']}")
-        out.append(textwrap.indent(card.get("detail", ""), "    "))
+        out += [f"    {line}" for line in _plain(card.get("detail", ""))]
         out.append(f"    Source: {card['source']['label']}" + (f" <{card['source']['url']}>" if "url" in card["source"]
                                                                    else ""))
         for suggestion in card.get("suggestions", []):
             out.append(f"    Suggestion: {suggestion['label']}")
-        if "extension" in card:
-            out.append(f"    Extension: {json.dumps(card['extension'])}")
+            for action in suggestion["actions"]:
+                target = action.get("resourceId") or action.get("resource", {}).get("code", {}).get("text", "")
+                out.append(f"      {action['type']}: {target}")
+        extension = card.get("extension", {})
+        wells = extension.get(WELLS_EXTENSION)
+        if wells:
+            criteria = ", ".join(wells.get("criteria", [])) or "none"
+            out.append(f"    Wells: {wells['score']} ({'likely' if wells['likely'] else 'unlikely'}), {wells['leg']} leg; "
+                       f"criteria: {criteria}")
+        for item in extension.get(EVIDENCE_EXTENSION, []):
+            if "reference" in item:
+                out.append(f"    Evidence: {item['reference']} ({item.get('date', 'no date')}; "
+                           f"{', '.join(item['rules'])})")
         out.append("")
     quality = response.get("extension", {}).get(DATA_QUALITY_EXTENSION, {})
     for item in quality.get("leftOut", []):
         out.append(f"Left out {item['reference']}: {item['reason']}")
     return "\n".join(out) + "\n"
+
+
+def _plain(markdown: str, width: int = 100) -> list[str]:
+    """A card's markdown detail as terminal text: emphasis marks dropped, paragraphs joined and wrapped, list items
+    and headings ("What to do:") kept on their own lines."""
+    units: list[str] = []  # headings, list items and joined paragraphs; "" between blocks
+    for line in markdown.replace("**", "").split("\n"):
+        line = re.sub(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])", r"\1", line)
+        starts_unit = not units or not units[-1] or line.lstrip().startswith("- ") or units[-1].endswith(":")
+        if not line.strip() or starts_unit:
+            units.append(line if line.strip() else "")
+        else:
+            units[-1] += " " + line.strip()
+    lines: list[str] = []
+    for unit in units:
+        indent = len(unit) - len(unit.lstrip(" ")) + (2 if unit.lstrip().startswith("- ") else 0)
+        lines += textwrap.wrap(unit, width, subsequent_indent=" " * indent) or [""]
+    return lines
 
 
 def _today(settings: Settings) -> date:
@@ -170,7 +200,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     drafts = (context.get("draftOrders") or {}).get("entry") if isinstance(context, dict) else None
     why_none = "no draft order to check (the order hooks answer about draft ServiceRequests)" \
         if hook != "patient-view" and not drafts else "nothing in the chart calls for one"
-    sys.stdout.write(json.dumps(response, indent=2) + "\n" if args.json else render_cards(response, why_none))
+    if args.json:
+        sys.stdout.write(json.dumps(response, indent=2) + "\n")
+    else:
+        sys.stdout.write(f"{hook} for Patient/{context.get('patientId')}, as of {now.date().isoformat()}: "
+                         f"{len(response['cards'])} card(s)\n\n" + render_cards(response, why_none))
     return 0
 
 

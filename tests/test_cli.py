@@ -22,10 +22,10 @@ def test_evaluate_prints_readable_cards_with_their_trigger(capsys):
 
 def test_evaluate_says_so_when_there_are_no_cards(capsys):
     assert main(["evaluate", str(EXAMPLES / "no-knee-pain.json"), "--now", "2026-11-20"]) == 0
-    assert capsys.readouterr().out.strip() == "No cards: nothing in the chart calls for one."
+    assert capsys.readouterr().out.strip().endswith("\n\nNo cards: nothing in the chart calls for one.")
     assert main(["evaluate", str(EXAMPLES / "hamstring-strain.json"), "--hook", "order-sign", "--now", "2026-11-20"]) == 0
-    assert capsys.readouterr().out.strip() == \
-        "No cards: no draft order to check (the order hooks answer about draft ServiceRequests)."
+    assert capsys.readouterr().out.strip().endswith(
+        "\n\nNo cards: no draft order to check (the order hooks answer about draft ServiceRequests).")
 
 
 # --- the CLI behaves as the service: the service's refusals, never cards it would not give ----------------------------
@@ -118,3 +118,16 @@ def test_load_puts_every_sample_into_a_fhir_server_under_its_own_id(fhir_server,
 def test_load_says_when_the_fhir_server_cannot_be_reached(capsys):
     assert main(["load", str(EXAMPLES / "bakers-cyst.json"), "--fhir-server", "http://127.0.0.1:9"]) == 1
     assert "could not be reached" in capsys.readouterr().err
+
+
+def test_evaluate_output_reads_as_text(capsys):
+    assert main(["evaluate", str(EXAMPLES / "chronic-posterior-knee-pain.json"), "--hook", "order-sign",
+                 "--now", "2026-11-20"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "order-sign for Patient/pkp-chronic-01, as of 2026-11-20: 1 card(s)"
+    assert not [line for line in lines if "**" in line]  # markdown emphasis rendered away
+    prose = [line for line in lines if not line.lstrip().startswith(("Evidence:", "Source:", "[", "order-sign"))]
+    assert max(len(line) for line in prose) <= 104  # wrapped at 100 under a 4-space indent
+    assert "      delete: ServiceRequest/pkp-chronic-01-draft-mri-1" in lines  # what the suggestion does
+    assert "      create: Knee radiographs, weight-bearing (standing AP and lateral)" in lines
+    assert "    Evidence: Condition/pkp-chronic-01-cond-1 (2026-08-12; K-07)" in lines
