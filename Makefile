@@ -28,10 +28,11 @@ $(FHIR_SERVER_DIR)/node_modules/.installed: $(FHIR_SERVER_DIR)/package-lock.json
 	else echo "npm not found: FHIR-server tests will be skipped"; fi
 
 # One gunicorn configuration (gunicorn.conf.py) for `make run` and the benchmark; it reads PORT and KNEE_CDS_HOST.
-# Development settings: a fhirServer may be a local FHIR server over http (production allows https and public
+# Development settings: the card preview page at /preview; a fhirServer may be a local FHIR server over http
+# (production allows https and public
 # addresses only); either variable set in the environment wins.
 run: $(VENV)/.run-installed
-	PORT=$(PORT) KNEE_CDS_FHIR_ALLOW_HTTP=$${KNEE_CDS_FHIR_ALLOW_HTTP:-true} \
+	PORT=$(PORT) KNEE_CDS_PREVIEW=$${KNEE_CDS_PREVIEW:-true} KNEE_CDS_FHIR_ALLOW_HTTP=$${KNEE_CDS_FHIR_ALLOW_HTTP:-true} \
 	KNEE_CDS_FHIR_ALLOWED_HOSTS=$${KNEE_CDS_FHIR_ALLOWED_HOSTS:-127.0.0.1,localhost,::1} \
 	$(BIN)/gunicorn -c gunicorn.conf.py 'cds_service:create_app()'
 

@@ -12,7 +12,7 @@ import json
 import uuid
 from datetime import date
 
-from cds_service.cli import build_request
+from cds_service.samples import build_request
 from fhir_examples.synthea import sized_chart
 
 TODAY = date(2026, 11, 20)  # also the service's KNEE_CDS_NOW, so the chart's dates fall in the rules' windows

@@ -13,9 +13,7 @@ import json
 import re
 import sys
 import textwrap
-import uuid
 from datetime import UTC, date, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +23,15 @@ from fhir.resources.R4B import get_fhir_model_class
 from .cards import DATA_QUALITY_EXTENSION, EVIDENCE_EXTENSION, WELLS_EXTENSION
 from .errors import BadRequest
 from .facts import REQUIRED_VALUE_SETS
-from .fhir_dates import clinical_dates
 from .knowledge import load_knowledge
 from .parse import parse_record
 from .pipeline import decide
-from .registry import SERVICES, PrefetchSpec, resolve_services
-from .samples import as_of, reference_date
+from .registry import SERVICES
+from .samples import as_of, build_request, reference_date, sample_resources, split_bundle
 from .settings import Settings, parse_instant
 from .validation import Validators, check_hook_request
 
 HOOK_SERVICES = {s.hook: s for s in SERVICES}
-
-
-@cache
-def _prefetch_specs(hook: str) -> tuple[PrefetchSpec, ...]:
-    services = resolve_services(load_knowledge(Settings.from_env().cards_dir).terminology)
-    return next(s for s in services if s.hook == hook).prefetch
 
 
 def _load(path: str) -> dict[str, Any]:
@@ -54,54 +45,10 @@ def _load(path: str) -> dict[str, Any]:
 
 
 def bundle_resources(document: dict[str, Any]) -> list[dict[str, Any]]:
-    if document.get("resourceType") != "Bundle":
-        raise SystemExit("knee-cds: expected a FHIR Bundle")
-    return [e["resource"] for e in document.get("entry") or [] if isinstance(e, dict) and "resource" in e]
-
-
-def split_bundle(resources: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
-    """(patient data, draft orders, patient id) from a sample bundle."""
-    drafts = [r for r in resources if r.get("resourceType") == "ServiceRequest" and r.get("status") == "draft"]
-    data = [r for r in resources if r not in drafts]
-    patient = next((r for r in data if r.get("resourceType") == "Patient"), None)
-    patient_id = patient.get("id") if patient else "unknown"
-    return data, drafts, patient_id or "unknown"
-
-
-def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str | None = None,
-                  hook_instance: str | None = None) -> dict[str, Any]:
-    data, drafts, patient_id = split_bundle(resources)
-    context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": patient_id}
-    if hook in ("order-select", "order-sign"):
-        context["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": d} for d in drafts]}
-    if hook == "order-select":
-        context["selections"] = [f"ServiceRequest/{d['id']}" for d in drafts]
-    prefetch: dict[str, Any] = {}
-    for spec in _prefetch_specs(hook):
-        matching = [r for r in data if spec.selects(r)]
-        if spec.newest is not None or spec.window_days is not None:
-            matching.sort(key=_clinical_date, reverse=True)  # as `_sort=-date` answers
-            matching = matching[:spec.newest]
-        if spec.read:
-            prefetch[spec.key] = matching[0] if matching else None
-        else:
-            prefetch[spec.key] = {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": len(matching),
-                "entry": [{"resource": r} for r in matching],
-            }
-    body: dict[str, Any] = {"hook": hook, "hookInstance": hook_instance or str(uuid.uuid4())}
-    if fhir_server:
-        body["fhirServer"] = fhir_server
-    body["context"] = context
-    body["prefetch"] = prefetch
-    return body
-
-
-def _clinical_date(resource: dict[str, Any]) -> date:
-    when = clinical_dates(resource["resourceType"], resource, UTC, date.max, None)[0]
-    return when or date.min
+    try:
+        return sample_resources(document)
+    except ValueError as exc:
+        raise SystemExit(f"knee-cds: {exc}") from None
 
 
 def render_cards(response: dict[str, Any], why_none: str = "nothing in the chart calls for one") -> str:

@@ -9,8 +9,13 @@ it describes on any day. The service never rewrites the dates of a hook call.
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+import uuid
+from datetime import UTC, date, timedelta
+from functools import cache
 from typing import Any
+
+from .fhir_dates import clinical_dates
+from .registry import PrefetchSpec
 
 SAMPLE_TAG = {"system": "http://example.org/fhir/CodeSystem/pkp-sample", "code": "sample",
               "display": "knee-cds sample: its dates are moved so that its timestamp is today"}
@@ -64,3 +69,66 @@ def as_of(document: Any, today: date) -> Any:
     """A tagged sample moved so that its reference date is `today`; anything else unchanged."""
     reference = reference_date(document)
     return document if reference is None else shifted(document, (today - reference).days)
+
+
+@cache
+def _prefetch_specs(hook: str) -> tuple[PrefetchSpec, ...]:
+    """The prefetch a hook's service asks for, as `build_request` fills it from a bundle."""
+    from .knowledge import load_knowledge  # the CLI imports this module: the knowledge only when a request is built
+    from .registry import resolve_services
+    from .settings import Settings
+
+    services = resolve_services(load_knowledge(Settings.from_env().cards_dir).terminology)
+    return next(s for s in services if s.hook == hook).prefetch
+
+
+def sample_resources(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The resources of a sample bundle (ValueError for anything else)."""
+    if document.get("resourceType") != "Bundle":
+        raise ValueError("expected a FHIR Bundle")
+    return [e["resource"] for e in document.get("entry") or [] if isinstance(e, dict) and "resource" in e]
+
+
+def split_bundle(resources: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """(patient data, draft orders, patient id) from a sample bundle."""
+    drafts = [r for r in resources if r.get("resourceType") == "ServiceRequest" and r.get("status") == "draft"]
+    data = [r for r in resources if r not in drafts]
+    patient = next((r for r in data if r.get("resourceType") == "Patient"), None)
+    patient_id = patient.get("id") if patient else "unknown"
+    return data, drafts, patient_id or "unknown"
+
+
+def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str | None = None,
+                  hook_instance: str | None = None) -> dict[str, Any]:
+    data, drafts, patient_id = split_bundle(resources)
+    context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": patient_id}
+    if hook in ("order-select", "order-sign"):
+        context["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": d} for d in drafts]}
+    if hook == "order-select":
+        context["selections"] = [f"ServiceRequest/{d['id']}" for d in drafts]
+    prefetch: dict[str, Any] = {}
+    for spec in _prefetch_specs(hook):
+        matching = [r for r in data if spec.selects(r)]
+        if spec.newest is not None or spec.window_days is not None:
+            matching.sort(key=_clinical_date, reverse=True)  # as `_sort=-date` answers
+            matching = matching[:spec.newest]
+        if spec.read:
+            prefetch[spec.key] = matching[0] if matching else None
+        else:
+            prefetch[spec.key] = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(matching),
+                "entry": [{"resource": r} for r in matching],
+            }
+    body: dict[str, Any] = {"hook": hook, "hookInstance": hook_instance or str(uuid.uuid4())}
+    if fhir_server:
+        body["fhirServer"] = fhir_server
+    body["context"] = context
+    body["prefetch"] = prefetch
+    return body
+
+
+def _clinical_date(resource: dict[str, Any]) -> date:
+    when = clinical_dates(resource["resourceType"], resource, UTC, date.max, None)[0]
+    return when or date.min

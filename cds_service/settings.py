@@ -59,6 +59,12 @@ class Settings:
         "Time a client has to send its whole request (headers and body) once it starts; a slower client is"
         " disconnected. Requests are read by the worker's event loop, so slow clients hold no thread meanwhile.",
     )
+    preview: bool = _setting(
+        False,
+        "KNEE_CDS_PREVIEW",
+        "'true' (or 1) serves the card preview page for developers at /preview (make run sets it); never set it in"
+        " production.",
+    )
     now: str | None = _setting(
         None,
         "KNEE_CDS_NOW",

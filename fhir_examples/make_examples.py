@@ -903,7 +903,7 @@ REQUESTS = (("chronic-posterior-knee-pain", "patient-view"), ("chronic-posterior
 
 def render() -> dict[str, str]:
     sys.path.insert(0, str(HERE.parent))
-    from cds_service.cli import build_request  # the same builder the CLI's `request` command uses
+    from cds_service.samples import build_request  # the same builder the CLI's `request` command uses
 
     files: dict[str, str] = {}
     manifest: dict[str, Any] = {"reference_date": TODAY.isoformat(), "examples": {}, "rule_checks": []}

@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from cds_service import Settings, create_app
-from cds_service.cli import build_request, bundle_resources
+from cds_service.samples import build_request
+from cds_service.samples import sample_resources as bundle_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "fhir_examples"

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds_service.chart import build_index
-from cds_service.cli import build_request, bundle_resources, split_bundle
 from cds_service.knowledge import load_knowledge
 from cds_service.pipeline import decide
+from cds_service.samples import build_request, split_bundle
+from cds_service.samples import sample_resources as bundle_resources
 
 from .conftest import EXAMPLES, load_json
 

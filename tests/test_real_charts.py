@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from cds_service.cli import build_request
-from cds_service.samples import shift_date
+from cds_service.samples import build_request, shift_date
 from cds_service.terminology import CPT, LOINC
 from cds_service.terminology import ICD10CM as ICD
 from cds_service.terminology import PKP_FINDING as PKP
