@@ -29,8 +29,7 @@ $(FHIR_SERVER_DIR)/node_modules/.installed: $(FHIR_SERVER_DIR)/package-lock.json
 
 # One gunicorn configuration (gunicorn.conf.py) for `make run` and the benchmark; it reads PORT and KNEE_CDS_HOST.
 # Development settings: the card preview page at /preview; a fhirServer may be a local FHIR server over http
-# (production allows https and public
-# addresses only); either variable set in the environment wins.
+# (production allows https and public addresses only); any of these set in the environment wins.
 run: $(VENV)/.run-installed
 	PORT=$(PORT) KNEE_CDS_PREVIEW=$${KNEE_CDS_PREVIEW:-true} KNEE_CDS_FHIR_ALLOW_HTTP=$${KNEE_CDS_FHIR_ALLOW_HTTP:-true} \
 	KNEE_CDS_FHIR_ALLOWED_HOSTS=$${KNEE_CDS_FHIR_ALLOWED_HOSTS:-127.0.0.1,localhost,::1} \
