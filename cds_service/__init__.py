@@ -115,6 +115,10 @@ def create_app(
     app.register_blueprint(feedback.bp)
     app.register_blueprint(rule_pages.bp)
     app.register_blueprint(openapi.bp)  # after the Runtime is in app.extensions: the document is built here
+    if settings.preview:  # a development tool: without the setting every /preview URL is a 404
+        from . import preview
+
+        app.register_blueprint(preview.bp)
     return app
 
 
