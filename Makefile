@@ -27,13 +27,12 @@ $(FHIR_SERVER_DIR)/node_modules/.installed: $(FHIR_SERVER_DIR)/package-lock.json
 		npm ci --prefix $(FHIR_SERVER_DIR) --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "npm not found: FHIR-server tests will be skipped"; fi
 
-# One gunicorn configuration (gunicorn.conf.py) for `make run` and the benchmark; it reads PORT and KNEE_CDS_HOST.
-# Development settings: the card preview page at /preview; a fhirServer may be a local FHIR server over http
-# (production allows https and public addresses only); any of these set in the environment wins.
+# `knee-cds serve` (cds_service/cli.py) is the one definition: gunicorn with gunicorn.conf.py (as the benchmark runs it)
+# and the development settings: the card preview page at /preview; a fhirServer may be a local FHIR server over http
+# (production allows https and public addresses only); any of these set in the environment wins. KNEE_CDS_HOST=...
+# changes the address.
 run: $(VENV)/.run-installed
-	PORT=$(PORT) KNEE_CDS_PREVIEW=$${KNEE_CDS_PREVIEW:-true} KNEE_CDS_FHIR_ALLOW_HTTP=$${KNEE_CDS_FHIR_ALLOW_HTTP:-true} \
-	KNEE_CDS_FHIR_ALLOWED_HOSTS=$${KNEE_CDS_FHIR_ALLOWED_HOSTS:-127.0.0.1,localhost,::1} \
-	$(BIN)/gunicorn -c gunicorn.conf.py 'cds_service:create_app()'
+	$(BIN)/knee-cds serve --port $(PORT)
 
 test: $(VENV)/.dev-installed $(FHIR_SERVER_DIR)/node_modules/.installed
 	$(BIN)/ruff check cds_service tests bench fhir_examples tools gunicorn.conf.py

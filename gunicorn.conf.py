@@ -1,6 +1,10 @@
-"""Gunicorn settings of the service, shared by `make run` and the benchmark (`bench/server_cpu.py`).
+"""Gunicorn settings of the service, shared by `knee-cds serve` (and so `make run`) and the benchmark
+(`bench/server_cpu.py`).
 
     gunicorn -c gunicorn.conf.py 'cds_service:create_app()'
+
+`knee-cds serve` finds this file next to the `cds_service` package of the source checkout an editable install
+(`pip install -e .`) runs from.
 
 Anything given on the command line wins over this file, e.g. `--access-logfile -` to log every request.
 """

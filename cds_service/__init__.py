@@ -8,23 +8,22 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING
 
-import httpx
-from flask import Flask
-
-from . import logs
-from .auth import JwtVerifier, load_issuers, make_jwks_pool
-from .cards import CardBuilder
-from .errors import ConfigurationError
-from .facts import REQUIRED_VALUE_SETS
-from .fhir_client import FhirClient
-from .knowledge import Knowledge, load_knowledge
-from .netguard import HostPolicy
-from .registry import ServiceDefinition, resolve_services
-from .rules import RuleBook
 from .settings import Settings
-from .store import FeedbackStore
-from .validation import Validators
+
+if TYPE_CHECKING:  # imported by create_app: a CLI command imports only the modules it uses (knee-cds --help: ~0.1 s)
+    import httpx
+    from flask import Flask
+
+    from .auth import JwtVerifier
+    from .cards import CardBuilder
+    from .fhir_client import FhirClient
+    from .knowledge import Knowledge
+    from .registry import ServiceDefinition
+    from .rules import RuleBook
+    from .store import FeedbackStore
+    from .validation import Validators
 
 __all__ = ["create_app", "Settings"]
 
@@ -61,6 +60,21 @@ def create_app(
 ) -> Flask:
     """The WSGI app. ``fhir_transport`` carries every outbound HTTP call (FHIR server and JWK Sets) and
     ``clock`` is the one clock (rules' "today", JWT times, feedback stamps); tests inject both."""
+    from flask import Flask
+
+    from . import logs
+    from .auth import JwtVerifier, load_issuers, make_jwks_pool
+    from .cards import CardBuilder
+    from .errors import ConfigurationError
+    from .facts import REQUIRED_VALUE_SETS
+    from .fhir_client import FhirClient
+    from .knowledge import load_knowledge
+    from .netguard import HostPolicy
+    from .registry import resolve_services
+    from .rules import RuleBook
+    from .store import FeedbackStore
+    from .validation import Validators
+
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logs.keep_patient_data_out()

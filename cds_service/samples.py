@@ -85,8 +85,15 @@ def _prefetch_specs(hook: str) -> tuple[PrefetchSpec, ...]:
 def sample_resources(document: dict[str, Any]) -> list[dict[str, Any]]:
     """The resources of a sample bundle (ValueError for anything else)."""
     if document.get("resourceType") != "Bundle":
-        raise ValueError("expected a FHIR Bundle")
-    return [e["resource"] for e in document.get("entry") or [] if isinstance(e, dict) and "resource" in e]
+        raise ValueError(f"expected a FHIR Bundle, not {str(document.get('resourceType', 'a JSON object'))[:64]}")
+    entries = document.get("entry") or []
+    if not isinstance(entries, list):
+        raise ValueError("the Bundle's entry is not a list")
+    resources = [e["resource"] for e in entries if isinstance(e, dict) and "resource" in e]
+    for number, resource in enumerate(resources):
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            raise ValueError(f"resource {number + 1} of the Bundle is not a FHIR resource (no resourceType)")
+    return resources
 
 
 def split_bundle(resources: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
