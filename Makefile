@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 FHIR_SERVER_DIR := tests/fhir_server
 
-.PHONY: run test lint bench mutate fuzz soak fhir-server clean
+.PHONY: run test lint bench mutate fuzz soak scale-test fhir-server clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,13 @@ fuzz: $(VENV)/.dev-installed
 # database); not part of `make test`. Shorter: make soak SOAK_ARGS="--seconds 30 --database sqlite".
 soak: $(VENV)/.run-installed
 	$(BIN)/python -m tools.soak $(SOAK_ARGS)
+
+# The production layout of deploy/ (nginx.conf, knee-cds.service, knee-cds.env.example) on this machine: two instances
+# on a fresh PostgreSQL database behind nginx (TLS, JWT on every call), hook and feedback traffic from 4 clients for 60 s,
+# one instance killed with SIGKILL mid-call at 1/3 and restarted at 1/2. Needs PostgreSQL on 127.0.0.1:5432 and
+# Debian's nginx (installed when missing and root). About 70 s; not part of `make test`. Shorter: SCALE_ARGS="--seconds 30".
+scale-test: $(VENV)/.run-installed
+	$(BIN)/python -m tools.scale_test $(SCALE_ARGS)
 
 # The test FHIR server (Medplum's router) on http://127.0.0.1:8103 with every sample loaded as of today, for the
 # CDS Hooks Sandbox and `make run` (README: "Pointing an EHR or the CDS Hooks Sandbox at it"). Ctrl-C stops it.
