@@ -13,9 +13,23 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import tempfile
+
+
+def _whole_number(name: str, default: int) -> int:
+    raw = os.environ.get(name) or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"{name} must be a whole number of 1 or more, not {raw!r}")
+    return int(raw)
+
 
 bind = f"{os.environ.get('KNEE_CDS_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
-workers = 2
+# One per core: a hook call is CPU work (two on the 2-core machine the benchmark ran on).
+workers = _whole_number("KNEE_CDS_WORKERS", 2)
+# A worker silent for this long is killed and replaced. A hook call takes milliseconds (its FHIR fetches at most
+# KNEE_CDS_FHIR_DEADLINE_SECONDS, database calls 2 s each), so gunicorn's default of 30 s only catches a hung worker.
+timeout = _whole_number("KNEE_CDS_TIMEOUT", 30)
 # gunicorn's threaded worker, changed to read each request whole in its event loop before its thread runs
 # it (cds_service/serving.py): slow clients, even hundreds sending a byte a second, hold no thread.
 worker_class = "cds_service.serving.BufferingThreadWorker"
@@ -42,6 +56,29 @@ control_socket_disable = True
 # allocates tens of thousands of dicts and lists that live until its answer is sent, and at 700 the
 # collections keep re-scanning them (a 5,000-resource call: ~141 ms of CPU at 700, ~103 ms at 50,000).
 GC_YOUNGEST_THRESHOLD = 50_000
+
+
+def on_starting(server) -> None:
+    # Metrics in prometheus_client's multi-process mode: each worker writes its counts to files in this directory
+    # and /metrics adds up all of them. A fresh, empty directory per server start (files left by an earlier run would
+    # be counted again), set before the first worker forks. prometheus_client picks its mode when first imported, so
+    # the app never imports it before this (cds_service/metrics.py); imported here once, the workers inherit it
+    # through the fork instead of each importing it on its first call. Made under TMPDIR; removed by on_exit.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="knee-cds-metrics-")
+    import prometheus_client  # noqa: F401
+
+
+def child_exit(server, worker) -> None:
+    # A dead worker's counters stay in its files (a scrape still adds them up); its live gauges, if any, are removed.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def pre_fork(server, worker) -> None:

@@ -7,7 +7,7 @@ import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
 
 from .settings import Settings
@@ -17,9 +17,11 @@ if TYPE_CHECKING:  # imported by create_app: a CLI command imports only the modu
     from flask import Flask
 
     from .auth import JwtVerifier
+    from .card_log import CardLog
     from .cards import CardBuilder
     from .fhir_client import FhirClient
     from .knowledge import Knowledge
+    from .metrics import Metrics
     from .registry import ServiceDefinition
     from .rules import RuleBook
     from .store import FeedbackStore
@@ -43,12 +45,16 @@ class Runtime:
     verifier: JwtVerifier | None
     zone: tzinfo
     services: tuple[ServiceDefinition, ...]
+    metrics: Metrics
+    card_log: CardLog
 
     def close(self) -> None:
-        """Close this process's pools: FHIR server, JWK Sets, database (at process exit, or a test's teardown)."""
+        """Close this process's pools: FHIR server, JWK Sets, database (at process exit, or a test's teardown),
+        once the card log has written what it still holds."""
         self.fhir_client.close()
         if self.verifier is not None:
             self.verifier.close()
+        self.card_log.close()
         self.store.dispose()
 
 
@@ -64,11 +70,13 @@ def create_app(
 
     from . import logs
     from .auth import JwtVerifier, load_issuers, make_jwks_pool
+    from .card_log import CardLog
     from .cards import CardBuilder
     from .errors import ConfigurationError
     from .facts import REQUIRED_VALUE_SETS
     from .fhir_client import FhirClient
     from .knowledge import load_knowledge
+    from .metrics import Metrics
     from .netguard import HostPolicy
     from .registry import resolve_services
     from .rules import RuleBook
@@ -86,8 +94,14 @@ def create_app(
     if clock is None:
         clock = (lambda: fixed) if fixed else (lambda: datetime.now(UTC))
     knowledge = load_knowledge(settings.cards_dir, REQUIRED_VALUE_SETS)
+    if settings.retention_days < 1:
+        raise ConfigurationError(f"KNEE_CDS_RETENTION_DAYS must be 1 or more, not {settings.retention_days}")
+    retention = timedelta(days=settings.retention_days)
     store = FeedbackStore(settings.database_url)
-    store.create_tables()  # once, before workers serve (in gunicorn's master when preloaded)
+    # Once, before workers serve (in gunicorn's master when preloaded): the tables, and rows past retention.
+    store.create_tables(expire_before=clock() - retention)
+    metrics = Metrics(settings.metrics, override_codes={
+        reason["code"] for reasons in knowledge.cards["override_reason_sets"].values() for reason in reasons})
     verifier = None
     if settings.auth == "jwt":
         if not settings.trusted_issuers:
@@ -96,7 +110,8 @@ def create_app(
             # aud must name this service as its clients call it; Host and X-Forwarded-* are the client's to set.
             raise ConfigurationError("KNEE_CDS_AUTH=jwt needs KNEE_CDS_PUBLIC_BASE_URL (the URL clients call, for the JWT aud)")
         verifier = JwtVerifier(load_issuers(settings.trusted_issuers), clock=clock,
-                               jwks_pool=make_jwks_pool(fhir_transport), claim=store.claim_jti)
+                               jwks_pool=make_jwks_pool(fhir_transport), claim=store.claim_jti,
+                               on_refusal=metrics.jwt_refused)
     elif settings.auth != "off":
         raise ConfigurationError(f"KNEE_CDS_AUTH must be 'jwt' or 'off', not {settings.auth!r}")
     else:
@@ -118,10 +133,12 @@ def create_app(
         verifier=verifier,
         zone=settings.zone(),
         services=resolve_services(knowledge.terminology),
+        metrics=metrics,
+        card_log=CardLog(store, metrics, clock, retention),
     )
     _close_at_exit(runtime)
 
-    from . import discovery, feedback, hooks, http, openapi, rule_pages
+    from . import discovery, feedback, hooks, http, openapi, ops, rule_pages
 
     http.init_app(app)
     app.register_blueprint(discovery.bp)
@@ -129,6 +146,15 @@ def create_app(
     app.register_blueprint(feedback.bp)
     app.register_blueprint(rule_pages.bp)
     app.register_blueprint(openapi.bp)  # after the Runtime is in app.extensions: the document is built here
+    app.register_blueprint(ops.health_bp)
+    if settings.metrics:
+        app.register_blueprint(ops.metrics_bp)
+    if settings.analytics and (settings.auth != "jwt" or settings.analytics_reader_pairs()):
+        app.register_blueprint(ops.analytics_bp)
+    elif settings.analytics:
+        logging.getLogger(__name__).warning(
+            "KNEE_CDS_ANALYTICS is on but /analytics is not served: with KNEE_CDS_AUTH=jwt it needs "
+            "KNEE_CDS_ANALYTICS_READERS")
     if settings.preview:  # a development tool: without the setting every /preview URL is a 404
         from . import preview
 

@@ -68,7 +68,12 @@ def make_jwks_pool(transport: httpx.BaseTransport | None = None) -> ProcessPool:
 
 
 class _Rejected(KneeCdsError):
-    """Why a token was refused: for the service log only (the client learns just that it was not accepted)."""
+    """Why a token was refused: for the service log only (the client learns just that it was not accepted).
+    ``reason`` is one word from a fixed set, the label of the refusal metric; the message is the log's."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 # The key a JWT names must be of the family and curve its alg says: anything else is refused before PyJWT
@@ -85,19 +90,28 @@ class JwtVerifier:
     # claim(iss, jti, exp, now) -> True the first time; the app passes the database-backed store so
     # that a token replayed to another worker or host is refused too.
     claim: Callable[[str, str, float, float], bool] | None = None
+    # on_refusal(reason): told of every refused call (the metrics); reason is one word from a fixed set, never
+    # anything from the token.
+    on_refusal: Callable[[str], None] | None = None
     _keys: dict[str, tuple[float, dict[str, Any] | None]] = field(default_factory=dict)  # url -> (fetched at, set)
     _seen: dict[tuple[str, str], float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
         if not authorization or not authorization.startswith("Bearer "):
+            self._refused("missing")
             raise Unauthorized(TOKEN_REQUIRED)
         try:
             return self._verified_claims(authorization[len("Bearer "):].strip(), audience)
         except _Rejected as exc:
             # Operators see which check failed; the client does not (CDS Hooks security guidance), nor the log the token.
             log.warning("client JWT refused: %s", exc)
+            self._refused(exc.reason)
             raise Unauthorized(TOKEN_NOT_ACCEPTED) from None
+
+    def _refused(self, reason: str) -> None:
+        if self.on_refusal is not None:
+            self.on_refusal(reason)
 
     def close(self) -> None:
         self.jwks_pool.close()
@@ -107,17 +121,17 @@ class JwtVerifier:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
-            raise _Rejected(f"malformed JWT ({exc})") from None
+            raise _Rejected(f"malformed JWT ({exc})", "malformed") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
-            raise _Rejected(f"algorithm {alg!r} is not accepted (asymmetric algorithms only)")
+            raise _Rejected(f"algorithm {alg!r} is not accepted (asymmetric algorithms only)", "algorithm")
         if header.get("typ", "JWT") != "JWT":
-            raise _Rejected(f"header typ {header.get('typ')!r} is not JWT")
+            raise _Rejected(f"header typ {header.get('typ')!r} is not JWT", "header")
         if not isinstance(header.get("kid"), str) or not header["kid"]:
-            raise _Rejected("header has no kid")
+            raise _Rejected("header has no kid", "header")
         issuer = self.issuers.get(str(unverified.get("iss")))
         if issuer is None:
-            raise _Rejected(f"issuer {unverified.get('iss')!r} is not trusted")
+            raise _Rejected(f"issuer {unverified.get('iss')!r} is not trusted", "untrusted-issuer")
         now = self.clock().timestamp()
         key = self._key(issuer, header, now)
         try:
@@ -132,32 +146,35 @@ class JwtVerifier:
                          "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
         except jwt.PyJWTError as exc:
-            raise _Rejected(f"{exc} (issuer {issuer.iss}, kid {header['kid']!r}, expected aud {audience})") from None
+            reason = ("audience" if isinstance(exc, jwt.InvalidAudienceError)
+                      else "signature" if isinstance(exc, jwt.InvalidSignatureError) else "claims")
+            raise _Rejected(f"{exc} (issuer {issuer.iss}, kid {header['kid']!r}, expected aud {audience})",
+                            reason) from None
         check_times(claims, now)
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti.strip():
-            raise _Rejected("jti is not a non-empty string")
+            raise _Rejected("jti is not a non-empty string", "claims")
         self._check_replay(issuer.iss, jti, _numeric_date(claims, "exp"), now)
         return claims
 
     def _check_replay(self, iss: str, jti: str, exp: float, now: float) -> None:
         if self.claim is not None:
             if not self.claim(iss, jti, exp, now):
-                raise _Rejected(f"jti replay (issuer {iss})")
+                raise _Rejected(f"jti replay (issuer {iss})", "replay")
             return
         with self._lock:
             for seen_key, seen_exp in list(self._seen.items()):
                 if seen_exp + LEEWAY_SECONDS < now:
                     del self._seen[seen_key]
             if (iss, jti) in self._seen:
-                raise _Rejected(f"jti replay (issuer {iss})")
+                raise _Rejected(f"jti replay (issuer {iss})", "replay")
             self._seen[(iss, jti)] = exp
 
     def _key(self, issuer: TrustedIssuer, header: dict[str, Any], now: float) -> Any:
         jku = header.get("jku")
         if jku is not None and jku not in issuer.jku_allowed:
             # Checked before any fetch: the service never calls a URL a token names on its own say.
-            raise _Rejected(f"jku {jku!r} is not on the allowlist of issuer {issuer.iss}")
+            raise _Rejected(f"jku {jku!r} is not on the allowlist of issuer {issuer.iss}", "jku-not-allowed")
         kid = header["kid"]
         # The inline set first: a configured key works offline, whatever jku the client also names
         # (the CDS Hooks Sandbox always sends one). Only an unknown kid sends us to the network.
@@ -165,10 +182,10 @@ class JwtVerifier:
         if jwk is None:
             url = jku or issuer.jwks_url
             if not url:
-                raise _Rejected(f"no key {kid!r} for issuer {issuer.iss}, and no JWK Set URL to fetch")
+                raise _Rejected(f"no key {kid!r} for issuer {issuer.iss}, and no JWK Set URL to fetch", "unknown-key")
             jwk = _find(self._fetch(url, kid, now), kid)
             if jwk is None:
-                raise _Rejected(f"no key {kid!r} in the JWK Set of issuer {issuer.iss} at {url}")
+                raise _Rejected(f"no key {kid!r} in the JWK Set of issuer {issuer.iss} at {url}", "unknown-key")
         return _public_key(jwk, header["alg"], kid)
 
     def _fetch(self, url: str, kid: str, now: float) -> dict[str, Any] | None:
@@ -190,7 +207,7 @@ class JwtVerifier:
             log.warning("cannot fetch JWK Set %s: %s", url, exc)
             # Keep the last good set (still good for its known kids) and wait before trying again.
             self._keys[url] = (now, cached[1] if cached else None)
-            raise _Rejected(f"the JWK Set at {url} cannot be fetched") from None
+            raise _Rejected(f"the JWK Set at {url} cannot be fetched", "jwks-unavailable") from None
         self._keys[url] = (now, fetched)
         return fetched
 
@@ -206,28 +223,29 @@ def _find(jwks: dict[str, Any] | None, kid: str) -> dict[str, Any] | None:
 def _public_key(jwk: dict[str, Any], alg: str, kid: str) -> Any:
     kty, crv = _KEY_TYPES[alg]
     if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
-        raise _Rejected(f"alg {alg} does not fit key {kid!r} ({jwk.get('kty')} {jwk.get('crv') or ''})".rstrip())
+        raise _Rejected(f"alg {alg} does not fit key {kid!r} ({jwk.get('kty')} {jwk.get('crv') or ''})".rstrip(),
+                        "key-mismatch")
     if jwk.get("alg", alg) != alg or jwk.get("use", "sig") != "sig" or "d" in jwk:
-        raise _Rejected(f"key {kid!r} is not a public {alg} signing key")
+        raise _Rejected(f"key {kid!r} is not a public {alg} signing key", "key-mismatch")
     try:
         return get_default_algorithms()[alg].from_jwk(json.dumps(jwk))
     except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
-        raise _Rejected(f"key {kid!r} is unusable ({exc})") from None
+        raise _Rejected(f"key {kid!r} is unusable ({exc})", "key-mismatch") from None
 
 
 def check_times(claims: dict[str, Any], now: float) -> None:
     """RFC 7519 exp, nbf and iat, each with the leeway: expired, not yet valid, or issued in the future is refused."""
     if now >= _numeric_date(claims, "exp") + LEEWAY_SECONDS:
-        raise _Rejected("JWT expired")
+        raise _Rejected("JWT expired", "expired")
     if "nbf" in claims and _numeric_date(claims, "nbf") > now + LEEWAY_SECONDS:
-        raise _Rejected("JWT not valid yet (nbf)")
+        raise _Rejected("JWT not valid yet (nbf)", "not-yet-valid")
     if _numeric_date(claims, "iat") > now + LEEWAY_SECONDS:
-        raise _Rejected("JWT issued in the future")
+        raise _Rejected("JWT issued in the future", "issued-in-future")
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float:
     value = claims[name]
     # NaN or infinity would compare as "never expires" (Python's json reads both).
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _Rejected(f"claim {name} is not a NumericDate")
+        raise _Rejected(f"claim {name} is not a NumericDate", "claims")
     return float(value)

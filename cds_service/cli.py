@@ -526,6 +526,19 @@ def _version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """What clinicians did with the cards, per topic and rule, from the database at DATABASE_URL."""
+    from .analytics import report_text
+    from .errors import ServiceUnavailable
+
+    settings = _settings()
+    try:
+        print(report_text(settings.database_url, settings.fixed_now() or datetime.now(UTC)), end="")
+    except (ConfigurationError, ServiceUnavailable) as exc:
+        fail(f"report: {exc}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="knee-cds", description=__doc__.splitlines()[0])
     top.add_argument("--version", action="version", version=f"knee-cds {_version()}")
@@ -562,6 +575,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=os.environ.get("PORT") or "8080",
                        help="port to listen on (default: PORT, else 8080)")
     serve.set_defaults(func=cmd_serve)
+    report = sub.add_parser("report", help="cards shown, accepted and overridden (with reasons), per topic and rule")
+    report.set_defaults(func=cmd_report)
     return top
 
 

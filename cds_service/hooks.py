@@ -33,12 +33,14 @@ def call_service(service_id: str):
     started = time.perf_counter()
     summary: dict[str, Any] = {"status": 500, "topics": [], "read": 0, "left_out": 0, "not_read": 0, "missing": []}
     body: Any = None
+    cards: list[dict[str, Any]] = []
     try:
         body = json_body()
         _redact_for_this_request(body)
         check_hook_request(rt.validators, body, service.hook)
         now = rt.clock()
-        data = prefetch.gather(service, body, rt.fhir_client, rt.settings.fhir_deadline_seconds, now.date(), rt.zone)
+        data = prefetch.gather(service, body, rt.fhir_client, rt.settings.fhir_deadline_seconds, now.date(), rt.zone,
+                               metrics=rt.metrics)
         summary.update(read=len(data.resources), missing=[gap.key for gap in data.gaps])
         decision = decide(
             service.hook,
@@ -53,10 +55,13 @@ def call_service(service_id: str):
             # The rule pages the cards link to: the public base URL when set (behind a proxy), else this request's.
             rules_url=(rt.settings.public_base_url or request.host_url).rstrip("/") + "/rules/",
         )
-        summary.update(status=200, topics=[card["source"]["topic"]["code"] for card in decision.cards],
+        cards = decision.cards
+        summary.update(status=200, topics=[card["source"]["topic"]["code"] for card in cards],
                        left_out=len(decision.rejected), not_read=decision.not_read)
         # The JSON jsonify writes (keys in order, one line), with UTF-8 for non-ASCII text, in a fifth of the time.
-        return Response(orjson.dumps(decision.response()) + b"\n", mimetype="application/json")
+        answer = orjson.dumps(decision.response()) + b"\n"
+        rt.card_log.record(service.id, cards, decision.card_rules, now)  # queued: written by the card log's thread
+        return Response(answer, mimetype="application/json")
     except RequestRefused as exc:
         summary["status"] = exc.status
         raise
@@ -64,10 +69,12 @@ def call_service(service_id: str):
         summary["status"] = exc.code or 500
         raise
     finally:
+        seconds = time.perf_counter() - started
+        rt.metrics.hook_call(service.id, summary["status"], seconds, cards)
         logs.log_hook_call(
             service=service.id, hook=service.hook,
             hook_instance=body.get("hookInstance") if isinstance(body, dict) else None,
-            latency_ms=(time.perf_counter() - started) * 1000, **summary,
+            latency_ms=seconds * 1000, **summary,
         )
 
 

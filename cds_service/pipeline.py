@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -22,6 +22,8 @@ class Decision:
     rejected: tuple[Rejected, ...]
     gaps: tuple[DataGap, ...]
     not_read: int = 0  # resources no rule reads: not validated, not listed
+    # card uuid -> the rules that made the card (the card log's; the card shows them only as links to rule pages)
+    card_rules: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def response(self) -> dict[str, Any]:
         body: dict[str, Any] = {"cards": self.cards}
@@ -66,5 +68,6 @@ def decide(
     findings = rules.evaluate(facts, hook, rule_book or rules.RuleBook.from_cards(knowledge.cards))
     missing = tuple(gap.key for gap in gaps)
     cards = [builder.build(f, context["patientId"], index.rejected, facts.today, missing, rules_url) for f in findings]
+    card_rules = {card["uuid"]: finding.rules for card, finding in zip(cards, findings, strict=True)}
     cards.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
-    return Decision(cards, index.rejected, gaps, index.not_read)
+    return Decision(cards, index.rejected, gaps, index.not_read, card_rules)

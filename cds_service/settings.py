@@ -100,6 +100,29 @@ class Settings:
         "KNEE_CDS_PUBLIC_BASE_URL",
         "Base URL clients call (e.g. https://cds.example.org), for the JWT aud check; required with KNEE_CDS_AUTH=jwt.",
     )
+    metrics: bool = _setting(
+        True,
+        "KNEE_CDS_METRICS",
+        "Serves Prometheus metrics at /metrics (no client JWT: expose it to the monitoring network only); 'false'"
+        " turns the endpoint and the counting off.",
+    )
+    analytics: bool = _setting(
+        False,
+        "KNEE_CDS_ANALYTICS",
+        "'true' serves the override analytics page at /analytics (with KNEE_CDS_AUTH=jwt only to the readers"
+        " KNEE_CDS_ANALYTICS_READERS names).",
+    )
+    analytics_readers: str | None = _setting(
+        None,
+        "KNEE_CDS_ANALYTICS_READERS",
+        "With KNEE_CDS_AUTH=jwt, who may read /analytics: comma-separated JWT issuers (any subject) or iss|sub"
+        " pairs, each issuer also in the trusted-issuer file; unset = /analytics is never served under jwt.",
+    )
+    retention_days: int = _setting(
+        400,
+        "KNEE_CDS_RETENTION_DAYS",
+        "Days the card log and feedback are kept; older rows are deleted at start-up and about daily.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -128,6 +151,16 @@ class Settings:
 
     def zone(self) -> tzinfo:
         return UTC if self.timezone.upper() == "UTC" else ZoneInfo(self.timezone)
+
+    def analytics_reader_pairs(self) -> frozenset[tuple[str, str | None]]:
+        """KNEE_CDS_ANALYTICS_READERS as (iss, sub) pairs; a sub of None admits any subject of that issuer."""
+        pairs = set()
+        for entry in filter(None, (item.strip() for item in (self.analytics_readers or "").split(","))):
+            iss, bar, sub = (part.strip() for part in entry.partition("|"))
+            if not iss or (bar and not sub):
+                raise ConfigurationError(f"KNEE_CDS_ANALYTICS_READERS: {entry!r} is not 'iss' or 'iss|sub'")
+            pairs.add((iss, sub or None))
+        return frozenset(pairs)
 
 
 def _flag(env: str, raw: str) -> bool:
