@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from cds_service import Settings, create_app
-from cds_service import cli
+from cds_service import Settings, cli, create_app
 from cds_service.analytics import report_text
 from cds_service.errors import ConfigurationError
 
