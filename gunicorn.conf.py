@@ -15,6 +15,11 @@ import gc
 import os
 import shutil
 import tempfile
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
 
 def _whole_number(name: str, default: int) -> int:
@@ -24,7 +29,8 @@ def _whole_number(name: str, default: int) -> int:
     return int(raw)
 
 
-bind = f"{os.environ.get('KNEE_CDS_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
+_host = os.environ.get("KNEE_CDS_HOST", "127.0.0.1").strip("[]")
+bind = f"[{_host}]:{os.environ.get('PORT', '8080')}" if ":" in _host else f"{_host}:{os.environ.get('PORT', '8080')}"
 # One per core: a hook call is CPU work (two on the 2-core machine the benchmark ran on).
 workers = _whole_number("KNEE_CDS_WORKERS", 2)
 # A worker silent for this long is killed and replaced. A hook call takes milliseconds (its FHIR fetches at most
@@ -58,7 +64,7 @@ control_socket_disable = True
 GC_YOUNGEST_THRESHOLD = 50_000
 
 
-def on_starting(server) -> None:
+def on_starting(server: Arbiter) -> None:
     # Metrics in prometheus_client's multi-process mode: each worker writes its counts to files in this directory
     # and /metrics adds up all of them. A fresh, empty directory per server start (files left by an earlier run would
     # be counted again), set before the first worker forks. prometheus_client picks its mode when first imported, so
@@ -68,25 +74,25 @@ def on_starting(server) -> None:
     import prometheus_client  # noqa: F401
 
 
-def child_exit(server, worker) -> None:
+def child_exit(server: Arbiter, worker: Worker) -> None:
     # A dead worker's counters stay in its files (a scrape still adds them up); its live gauges, if any, are removed.
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
 
 
-def on_exit(server) -> None:
+def on_exit(server: Arbiter) -> None:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def pre_fork(server, worker) -> None:
+def pre_fork(server: Arbiter, worker: Worker) -> None:
     # Move the preloaded heap into the permanent generation right before each fork (the first ones and
     # any respawn): the workers' collections never re-scan it, so a hook call's GC cost depends on the
     # call's own objects only, and the shared pages are not dirtied by GC bookkeeping.
     gc.freeze()
 
 
-def post_fork(server, worker) -> None:
+def post_fork(server: Arbiter, worker: Worker) -> None:
     gc.set_threshold(GC_YOUNGEST_THRESHOLD, *gc.get_threshold()[1:])

@@ -62,8 +62,9 @@ class Report:
     unknown_cards: int  # ... and how many distinct card uuids they name
 
 
-def compute(store: FeedbackStore, as_of: datetime) -> Report:
-    """The numbers, from the store's card log and feedback (a ServiceUnavailable when the database is down)."""
+def compute(store: FeedbackStore, as_of: datetime, report_faults: bool = True) -> Report:
+    """The numbers, from the store's card log and feedback (a ServiceUnavailable when the database is down; logged
+    unless ``report_faults`` is false: the CLI says it in its one line)."""
     c, f = card_log_table.c, feedback_table.c
     joined = feedback_table.join(card_log_table, c.card_uuid == f.card_uuid)
     # Grouped by the card's whole rule list (few distinct lists: one per kind of card); split per rule below.
@@ -78,6 +79,7 @@ def compute(store: FeedbackStore, as_of: datetime) -> Report:
         .where(f.outcome == "accepted", f.accepted_suggestions.is_not(None), c.suggestions > 0).group_by(*groups),
         select(func.count(), cards).select_from(feedback_table.outerjoin(card_log_table, c.card_uuid == f.card_uuid))
         .where(c.card_uuid.is_(None)),
+        report_faults=report_faults,
     )
     topics: dict[str, Tally] = {}
     rules: dict[str, Tally] = {}
@@ -118,7 +120,7 @@ def report_text(database_url: str, now: datetime) -> str:
         raise ConfigurationError(f"no SQLite database at {url.database} (DATABASE_URL)")
     store = FeedbackStore(database_url)
     try:
-        return render_text(compute(store, now))
+        return render_text(compute(store, now, report_faults=False))
     finally:
         store.dispose()
 

@@ -23,6 +23,7 @@ import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -178,6 +179,16 @@ def _plain(markdown: str, width: int = 100) -> list[str]:
     return lines
 
 
+@contextmanager
+def _as_fhir_shapes(source: object) -> Iterator[None]:
+    """Reading a sample relies on FHIR's shapes (ids, codings, dates); a file that breaks them is the user's error:
+    one line naming it, never a traceback."""
+    try:
+        yield
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
+        fail(f"{source}: a resource is not shaped as FHIR says ({type(exc).__name__}: {str(exc)[:120]})")
+
+
 # --- evaluate ----------------------------------------------------------------------------------------------------------
 def _today(settings: Settings) -> date:
     return (settings.fixed_now() or datetime.now(UTC)).date()
@@ -241,7 +252,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return evaluate_folder(Path(args.file), args.hook, args.now, settings)
     document = _load(args.file)
     if not args.now:  # a fixed --now evaluates the sample as written, at that moment
-        document = _sample_as_of_today(document, settings)
+        with _as_fhir_shapes(args.file):
+            document = _sample_as_of_today(document, settings)
     if "hook" in document:  # a CDS Hooks request body: refused as the service would
         refusal = _refusal(document, args.hook)
         if refusal:
@@ -259,7 +271,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         hook = args.hook or "patient-view"
         resources = bundle_resources(document)
         evaluator = Evaluator(settings, args.now or settings.fixed_now() or datetime.now(UTC))
-        context, response = evaluator.bundle(resources, hook)
+        with _as_fhir_shapes(args.file):
+            context, response = evaluator.bundle(resources, hook)
     drafts = (context.get("draftOrders") or {}).get("entry")
     why_none = "no draft order to check (the order hooks answer about draft ServiceRequests)" \
         if hook != "patient-view" and not drafts else "nothing in the chart calls for one"
@@ -277,7 +290,7 @@ def _refusal(body: dict[str, Any], hook: str | None) -> str | None:
     """What the service would answer instead of cards (its 400 or 412), or None: the CLI behaves as the service."""
     from .validation import Validators, check_hook_request
 
-    if (hook or body.get("hook")) not in HOOK_SERVICES:
+    if not isinstance(body.get("hook"), str) or (hook or body["hook"]) not in HOOK_SERVICES:
         return f"the service would refuse this request (400): no service answers the hook {body.get('hook')!r}"
     try:
         check_hook_request(Validators.load(), body, hook or body["hook"])
@@ -366,7 +379,11 @@ def _folder_rows(folder: Path, examples: dict[str, Any], hook_filter: str | None
             if hook not in HOOK_SERVICES:
                 yield SampleRow(sample, hook, "", "no service answers this hook")
                 continue
-            _, response = evaluator.bundle(resources, hook)
+            try:
+                _, response = evaluator.bundle(resources, hook)
+            except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
+                yield SampleRow(sample, hook, "", f"not shaped as FHIR says ({type(exc).__name__}: {str(exc)[:80]})")
+                continue
             cards = ", ".join(f"{c['source']['topic']['code']}/{c['indicator']}" for c in response["cards"])
             try:
                 mismatch = manifest_mismatch(response, spec["expect"][hook])
@@ -428,17 +445,21 @@ def _fhir_type(name: Any) -> bool:
 
 
 def cmd_request(args: argparse.Namespace) -> int:
-    document = _sample_as_of_today(_load(args.file), _settings())
-    body = build_request(bundle_resources(document), args.hook, args.fhir_server)
+    with _as_fhir_shapes(args.file):
+        document = _sample_as_of_today(_load(args.file), _settings())
+        body = build_request(bundle_resources(document), args.hook, args.fhir_server)
     sys.stdout.write(json.dumps(body, indent=2) + "\n")
     return 0
 
 
 def transaction(document: dict[str, Any]) -> dict[str, Any]:
     """A bundle's resources as a FHIR transaction that PUTs each under its own id (loading twice changes nothing)."""
+    resources = bundle_resources(document)
+    unnamed = next((r["resourceType"] for r in resources if not isinstance(r.get("id"), str)), None)
+    if unnamed:
+        raise ValueError(f"a {unnamed} without an id cannot be loaded (each is PUT under its own id)")
     return {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-        for r in bundle_resources(document)]}
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources]}
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -454,9 +475,11 @@ def cmd_load(args: argparse.Namespace) -> int:
     loaded = 0
     with httpx.Client(timeout=30) as client:
         for file in files:
-            document = as_of(_load(file), _today(settings))
+            with _as_fhir_shapes(file):
+                document = as_of(_load(file), _today(settings))
+                bundle = transaction(document)
             try:
-                answer = client.post(f"{base}/", json=transaction(document),
+                answer = client.post(f"{base}/", json=bundle,
                                      headers={"Content-Type": "application/fhir+json"})
             except (httpx.InvalidURL, httpx.UnsupportedProtocol):
                 fail(f"--fhir-server {args.fhir_server} is not an http(s) URL")
@@ -478,9 +501,9 @@ def cmd_serve(args: argparse.Namespace) -> NoReturn:
     environ = dict(os.environ)
     for name, value in DEVELOPMENT_DEFAULTS.items():
         environ[name] = environ.get(name) or value
-    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address, as gunicorn's bind reads it
-    environ.update(KNEE_CDS_HOST=host, PORT=str(args.port))  # read by gunicorn.conf.py
-    print(f"knee-cds: serving on http://{host}:{args.port}/cds-services (development settings: "
+    environ.update(KNEE_CDS_HOST=args.host, PORT=str(args.port))  # read by gunicorn.conf.py
+    shown = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address in a URL
+    print(f"knee-cds: serving on http://{shown}:{args.port}/cds-services (development settings: "
           + ", ".join(f"{name}={environ[name]}" for name in DEVELOPMENT_DEFAULTS) + ")", file=sys.stderr, flush=True)
     argv = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), "cds_service:create_app()"]
     os.execve(sys.executable, argv, environ)
@@ -528,6 +551,8 @@ def _version() -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """What clinicians did with the cards, per topic and rule, from the database at DATABASE_URL."""
+    from sqlalchemy.exc import ArgumentError
+
     from .analytics import report_text
     from .errors import ServiceUnavailable
 
@@ -536,6 +561,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(report_text(settings.database_url, settings.fixed_now() or datetime.now(UTC)), end="")
     except (ConfigurationError, ServiceUnavailable) as exc:
         fail(f"report: {exc}")
+    except ArgumentError:  # SQLAlchemy's word for a URL it cannot parse
+        fail(f"report: DATABASE_URL is not a database URL: {settings.database_url[:80]!r}")
     return 0
 
 

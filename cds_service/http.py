@@ -14,6 +14,7 @@ from .validation import MAX_JSON_DEPTH, load_json
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"  # for a 503: the database is down or slow, so a resend soon may succeed
+CORS_PATHS = ("/cds-services", "/openapi.json", "/rules/")
 _ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "not-supported"}
 
 
@@ -80,6 +81,10 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def add_cors(response: Response) -> Response:
+        # For what a browser-based EHR or tool reads across origins (the CDS API, its OpenAPI, the rule pages); never
+        # for /analytics, /metrics or the health checks, which a page of any site could otherwise read.
+        if not request.path.startswith(CORS_PATHS):
+            return response
         response.headers["Access-Control-Allow-Origin"] = allow_origin
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"

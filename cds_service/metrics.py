@@ -32,7 +32,7 @@ P = ParamSpec("P")
 # Hook calls take milliseconds (a 5,000-resource chart ~0.1 s; FHIR fetches up to the 2 s deadline).
 HOOK_SECONDS_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FETCH_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
-UNKNOWN_TOPIC = "unknown"  # feedback naming a card the card log does not hold
+UNKNOWN_TOPIC = "unknown"  # feedback naming a card the card log does not hold (yet)
 NO_REASON = "none"
 OTHER_REASON = "other"
 
@@ -60,7 +60,8 @@ class _Instruments:
         self.feedback: Counter = Counter(
             "knee_cds_feedback_items",
             "Feedback items stored (resent duplicates not counted), by card topic ('unknown': a card the card log"
-            " does not hold), outcome and override reason code", ["topic", "outcome", "override_reason"],
+            " does not hold yet, its row still queued, or never issued; knee-cds report joins later), outcome and"
+            " override reason code", ["topic", "outcome", "override_reason"],
             registry=registry)
         self.jwt_refusals: Counter = Counter(
             "knee_cds_jwt_refusals", "Client JWTs refused, by reason", ["reason"], registry=registry)

@@ -140,12 +140,8 @@ def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _request(resources: list[dict[str, Any]], hook: str) -> dict[str, Any]:
-    drafts = [r for r in resources if r["resourceType"] == "ServiceRequest" and r.get("status") == "draft"]
-    if hook == "order-select" and any("id" not in d for d in drafts):
-        # order-select names its selections by id: a draft without one cannot be selected.
-        raise BadRequest("A draft ServiceRequest needs an id for order-select", expression="document.entry")
     try:
-        return build_request(resources, hook)
+        return build_request(resources, hook, services=current_app.extensions["knee_cds"].services)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         # samples.py reads the elements a prefetch search filters on (code, category, dates) as FHIR shapes them; a
         # pasted bundle can break those shapes, which is the paster's error, not the service's.

@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 from .fhir_dates import clinical_dates
-from .registry import PrefetchSpec
+from .registry import PrefetchSpec, ServiceDefinition
 
 SAMPLE_TAG = {"system": "http://example.org/fhir/CodeSystem/pkp-sample", "code": "sample",
               "display": "knee-cds sample: its dates are moved so that its timestamp is today"}
@@ -32,7 +32,10 @@ def shift_date(value: str, days: int) -> str:
     if match is None:
         return value
     year, month, day, rest = match.groups()
-    moved = (date(int(year), int(month or 1), int(day or 1)) + timedelta(days=days)).isoformat()
+    try:
+        moved = (date(int(year), int(month or 1), int(day or 1)) + timedelta(days=days)).isoformat()
+    except (ValueError, OverflowError):  # 30 February, or past year 9999: left as written, for validation to refuse
+        return value
     if day:
         return moved + (rest or "")
     return moved[:7] if month else moved[:4]
@@ -57,11 +60,13 @@ def reference_date(document: Any) -> date | None:
     """The day a sample bundle is written around, or None for anything that is not a tagged sample."""
     if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
         return None
-    tags = (document.get("meta") or {}).get("tag") or []
-    if not any(isinstance(t, dict) and t.get("system") == SAMPLE_TAG["system"] and t.get("code") == "sample"
-               for t in tags):
+    meta = document.get("meta")
+    tags = meta.get("tag") if isinstance(meta, dict) else None
+    if not isinstance(tags, list) or not any(
+            isinstance(t, dict) and t.get("system") == SAMPLE_TAG["system"] and t.get("code") == "sample" for t in tags):
         return None
     stamp = document.get("timestamp")
+    # A tagged sample's timestamp that is no day is a ValueError: the sample is broken, not untagged.
     return date.fromisoformat(stamp[:10]) if isinstance(stamp, str) and len(stamp) >= 10 else None
 
 
@@ -106,15 +111,22 @@ def split_bundle(resources: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
 
 
 def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str | None = None,
-                  hook_instance: str | None = None) -> dict[str, Any]:
+                  hook_instance: str | None = None,
+                  services: tuple[ServiceDefinition, ...] | None = None) -> dict[str, Any]:
+    """A CDS Hooks request body for a bundle's resources, its prefetch filled as the service's templates ask
+    (``services``: a running app's; by default those of the card definitions the environment names). A ValueError
+    when a draft order for order-select has no id (its selections name drafts by id)."""
     data, drafts, patient_id = split_bundle(resources)
+    if hook == "order-select" and any(not isinstance(d.get("id"), str) for d in drafts):
+        raise ValueError("a draft ServiceRequest needs an id for order-select (its selections name drafts by id)")
     context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": patient_id}
     if hook in ("order-select", "order-sign"):
         context["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": d} for d in drafts]}
     if hook == "order-select":
         context["selections"] = [f"ServiceRequest/{d['id']}" for d in drafts]
     prefetch: dict[str, Any] = {}
-    for spec in _prefetch_specs(hook):
+    specs = next(s.prefetch for s in services if s.hook == hook) if services else _prefetch_specs(hook)
+    for spec in specs:
         matching = [r for r in data if spec.selects(r)]
         if spec.newest is not None or spec.window_days is not None:
             matching.sort(key=_clinical_date, reverse=True)  # as `_sort=-date` answers

@@ -330,9 +330,9 @@ class FeedbackStore:
         with self._connection() as connection:
             return _delete_expired(connection, cutoff)
 
-    def read(self, *statements: Executable) -> list[list[Row[Any]]]:
+    def read(self, *statements: Executable, report_faults: bool = True) -> list[list[Row[Any]]]:
         """The rows of each statement, read on one connection (the analytics' queries)."""
-        with self._connection() as connection:
+        with self._connection(report_faults=report_faults) as connection:
             return [list(connection.execute(statement)) for statement in statements]
 
     def ping(self, timeout: float) -> bool:

@@ -60,7 +60,8 @@ def load_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
 
     orjson parses a 100-resource hook body in about half of ``json.loads``'s time, one of the largest costs of a call.
     What orjson refuses goes to ``json.loads``, so the service takes what it always took: a lone surrogate written as
-    a ``\\u`` escape then reaches the check that names its field, and NaN is refused there as an invalid value."""
+    a ``\\u`` escape then reaches the check that names its field, and NaN is refused there as an invalid value. One
+    difference: an integer beyond 64 bits becomes a float, as orjson reads it (no FHIR R4 integer is that large)."""
     encoding = json.detect_encoding(raw)
     # Strict decoding; a byte order mark is dropped here (orjson refuses one), UTF-16 and -32 become UTF-8.
     utf8 = raw if encoding == "utf-8" else raw.decode(encoding).encode()

@@ -1,4 +1,5 @@
-"""The hook body parser (orjson, with json.loads behind it) reads what json.loads reads, and nothing more."""
+"""The hook body parser (orjson, with json.loads behind it) reads what json.loads reads, and nothing more; one
+difference: an integer beyond 64 bits becomes a float (orjson's reading), which no FHIR R4 integer (32 bits) is."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def test_what_is_not_json_is_a_value_error(encoded):
 def test_a_lone_surrogate_escape_is_read_as_json_loads_reads_it():
     # Refused later, by the check that names the field (test_feedback); not a parse error without a location.
     assert load_json(b'{"comment": "wait \\ud800 please"}') == {"comment": "wait \ud800 please"}
+
+
+def test_an_integer_beyond_64_bits_becomes_a_float():
+    assert load_json(b'{"i": 18446744073709551616}') == {"i": 1.8446744073709552e19}
 
 
 def test_integers_and_decimals_keep_their_values():

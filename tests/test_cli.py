@@ -273,6 +273,11 @@ def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str]
     (["request", "{tmp}/patient.json"], 1, "expected a FHIR Bundle, not Patient"),
     (["load", "{tmp}/empty", "--fhir-server", "http://127.0.0.1:9"], 1, "{tmp}/empty holds no sample bundles"),
     (["load", "{bundle}", "--fhir-server", "ftp://example.org"], 1, "--fhir-server ftp://example.org is not an http"),
+    (["request", "{tmp}/draft-without-id.json", "--hook", "order-select"], 1,
+     "{tmp}/draft-without-id.json: a resource is not shaped as FHIR says (ValueError: a draft ServiceRequest needs an id"),
+    (["load", "{tmp}/draft-without-id.json", "--fhir-server", "http://127.0.0.1:9"], 1,
+     "a ServiceRequest without an id cannot be loaded"),
+    (["evaluate", "{tmp}/hook-list.json"], 2, "no service answers the hook ['patient-view']"),
     (["serve", "--port", "http"], 2, "argument --port: not a TCP port: 'http'"),
     (["frobnicate"], 2, "argument command: invalid choice: 'frobnicate'"),
 ])
@@ -281,6 +286,12 @@ def test_a_user_error_is_one_line_and_a_non_zero_exit_status(tmp_path, capsys, a
     (tmp_path / "patient.json").write_text('{"resourceType": "Patient", "id": "p1"}')
     (tmp_path / "list.json").write_text("[]")
     (tmp_path / "bad-entry.json").write_text('{"resourceType": "Bundle", "entry": [{"resource": "Patient/p1"}]}')
+    (tmp_path / "draft-without-id.json").write_text(json.dumps({"resourceType": "Bundle", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "p1"}},
+        {"resource": {"resourceType": "ServiceRequest", "status": "draft", "intent": "order",
+                      "subject": {"reference": "Patient/p1"}, "code": {"text": "MRI knee"}}}]}))
+    (tmp_path / "hook-list.json").write_text(json.dumps({"hook": ["patient-view"], "hookInstance": str(uuid.uuid4()),
+                                                         "context": {"userId": "Practitioner/x", "patientId": "p1"}}))
     (tmp_path / "empty").mkdir()
     (tmp_path / "no-manifest").mkdir()
     shutil.copy(EXAMPLES / "bakers-cyst.json", tmp_path / "no-manifest")
@@ -298,6 +309,16 @@ def test_a_user_error_is_one_line_and_a_non_zero_exit_status(tmp_path, capsys, a
 def test_an_unusable_setting_is_one_line(capsys, monkeypatch, variable, value, said):
     monkeypatch.setenv(variable, value)
     assert _run(capsys, ["evaluate", str(EXAMPLES / "bakers-cyst.json")]) == (1, f"knee-cds: {said}\n")
+
+
+def test_a_report_on_a_database_url_that_is_not_one_is_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "notaurl")
+    assert _run(capsys, ["report"]) == (1, "knee-cds: report: DATABASE_URL is not a database URL: 'notaurl'\n")
+
+
+def test_a_report_on_a_database_that_does_not_answer_is_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://knee@127.0.0.1:9/none")  # nothing listens on port 9
+    assert _run(capsys, ["report"]) == (1, "knee-cds: report: The database is unavailable\n")
 
 
 def test_the_installed_command_prints_no_traceback():

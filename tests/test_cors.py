@@ -30,3 +30,12 @@ def test_error_responses_carry_it_too_so_browsers_can_read_them(client):
     response = client.post("/cds-services/posterior-knee-pain", json={}, headers={"Origin": "https://x.example"})
     assert response.status_code == 400
     assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_pages_only_an_operator_reads_carry_no_cors_header(client):
+    # With KNEE_CDS_AUTH=off, a page of any site could otherwise read them from the operator's browser.
+    for path in ("/metrics", "/healthz", "/readyz"):
+        response = client.get(path, headers={"Origin": "https://elsewhere.example"})
+        assert response.status_code in (200, 503), path
+        assert "Access-Control-Allow-Origin" not in response.headers, path
+    assert client.get("/openapi.json").headers["Access-Control-Allow-Origin"] == "*"

@@ -206,3 +206,11 @@ def test_what_cannot_be_built_is_refused_with_an_operation_outcome(preview, aske
 def test_a_body_that_is_not_json_is_refused(preview):
     response = preview.post("/preview/request", data="{", content_type="application/json")
     assert response.status_code == 400 and response.get_json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("meta", ["x", ["x"], {"tag": 5}])
+def test_a_pasted_bundle_with_a_meta_of_another_shape_is_built_as_written(preview, meta):
+    bundle = {"resourceType": "Bundle", "meta": meta, "entry": [{"resource": {"resourceType": "Patient", "id": "p"}}]}
+    answered, built = _build(preview, document=bundle, hook="patient-view")
+    assert answered == 200 and "referenceDate" not in built
+    assert built["request"]["context"]["patientId"] == "p"

@@ -9,7 +9,7 @@ import pytest
 
 from cds_service import Settings, create_app
 from cds_service.cli import main
-from cds_service.samples import as_of, reference_date, shift_date, shifted
+from cds_service.samples import SAMPLE_TAG, as_of, reference_date, shift_date, shifted
 
 from .conftest import EXAMPLES, load_json
 
@@ -58,9 +58,22 @@ def test_now_evaluates_a_sample_as_written(capsys):
     ("2026-11", 30, "2026-12"),  # month precision stays month precision
     ("2026", 400, "2027"),
     ("not a date", 5, "not a date"),
+    ("1970-02-30", 5, "1970-02-30"),  # no such day: left as written, for validation to refuse
+    ("9999-12-30", 5, "9999-12-30"),  # past year 9999
 ])
 def test_a_fhir_date_moves_by_whole_days_keeping_its_form(value, days, moved):
     assert shift_date(value, days) == moved
+
+
+@pytest.mark.parametrize("meta", ["x", ["x"], {"tag": 5}, {"tag": ["x"]}, None])
+def test_a_bundle_with_a_meta_of_another_shape_is_not_a_sample(meta):
+    assert reference_date({"resourceType": "Bundle", "meta": meta, "timestamp": "2026-11-20"}) is None
+
+
+def test_a_sample_whose_timestamp_is_no_day_is_refused_not_taken_for_untagged():
+    tagged = {"resourceType": "Bundle", "meta": {"tag": [SAMPLE_TAG]}, "timestamp": "2026-13-45T00:00:00Z"}
+    with pytest.raises(ValueError):
+        reference_date(tagged)
 
 
 def test_dates_move_by_element_name_and_text_stays_as_written():
