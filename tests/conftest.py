@@ -11,7 +11,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,41 @@ class RawServer:
     def _serve(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):  # the service hanging up is the point of most of these tests
             self._handler(self, conn)
+
+
+# --- the operations tests (ops, metrics, card log, analytics) --------------------------------------------------------
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Any]]:
+    """Apps on a given database (KNEE_CDS_NOW 2026-11-20, or an injected clock), closed at teardown."""
+    apps = []
+
+    def make(url: str, clock: Callable[[], datetime] | None = None, **settings: Any):
+        app = create_app(Settings(database_url=url, now="2026-11-20", **settings), clock=clock)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["knee_cds"].close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> Iterator[str]:
+    """The same test on SQLite and on a fresh schema of the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'f.sqlite3'}"
+        return
+    from .ops_kit import fresh_schema  # ops_kit imports this module
+
+    with fresh_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@pytest.fixture
+def silent_postgres() -> Iterator[str]:
+    """A "PostgreSQL" that accepts connections and never answers (the kernel completes the handshakes)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    yield f"postgresql+psycopg://postgres@127.0.0.1:{listener.getsockname()[1]}/test"
+    listener.close()

@@ -6,7 +6,6 @@ when switched on and, under client JWTs, only to the readers a setting names."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -18,7 +17,7 @@ from cds_service.analytics import report_text
 from cds_service.errors import ConfigurationError
 
 from .conftest import example_request
-from .ops_kit import ClientKeys, fresh_schema
+from .ops_kit import ClientKeys
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)  # KNEE_CDS_NOW=2026-11-20
 BASE = "https://cds.example.org"
@@ -27,27 +26,6 @@ EHR = "https://ehr.example.org"  # a CDS client, trusted for hook calls: not a r
 TS = "2026-11-20T10:00:00Z"
 
 
-@pytest.fixture
-def make_app() -> Iterator[Callable[..., Any]]:
-    apps = []
-
-    def make(url: str, **settings: Any):
-        app = create_app(Settings(database_url=url, now="2026-11-20", **settings))
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["knee_cds"].close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'f.sqlite3'}"
-        return
-    with fresh_schema(request.getfixturevalue("postgres_url")) as url:
-        yield url
 
 
 def _by_topic(cards: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

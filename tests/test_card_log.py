@@ -8,11 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -25,7 +23,7 @@ from cds_service.samples import as_of, build_request, sample_resources
 from cds_service.store import card_log_table, feedback_table
 
 from .conftest import EXAMPLES, example_request, load_json
-from .ops_kit import fresh_schema, gunicorn_server
+from .ops_kit import gunicorn_server
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 HOOK = "/cds-services/posterior-knee-pain"
@@ -48,37 +46,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def make_app() -> Iterator[Callable[..., Any]]:
-    apps = []
 
-    def make(url: str, clock: Callable[[], datetime] | None = None, **settings: Any):
-        app = create_app(Settings(database_url=url, now="2026-11-20", **settings), clock=clock)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["knee_cds"].close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'f.sqlite3'}"
-        return
-    with fresh_schema(request.getfixturevalue("postgres_url")) as url:
-        yield url
-
-
-@pytest.fixture
-def silent_postgres() -> Iterator[str]:
-    """A "PostgreSQL" that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    yield f"postgresql+psycopg://postgres@127.0.0.1:{listener.getsockname()[1]}/test"
-    listener.close()
 
 
 def _rows(url: str, table) -> list[dict[str, Any]]:

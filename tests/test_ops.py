@@ -4,17 +4,12 @@ Retry-After while it does not, and back. Neither, nor /metrics, needs a client J
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
-
-import pytest
-
-from cds_service import Settings, create_app
+from typing import TypeVar
 
 from .conftest import example_request
 from .ops_kit import ClientKeys, TcpProxy
@@ -34,28 +29,6 @@ def _within(seconds: float, call: Callable[[], T]) -> T:
     return result[0]
 
 
-@pytest.fixture
-def make_app() -> Iterator[Callable[..., Any]]:
-    apps = []
-
-    def make(url: str, **settings: Any):
-        app = create_app(Settings(database_url=url, now="2026-11-20", **settings))
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["knee_cds"].close()
-
-
-@pytest.fixture
-def silent_postgres() -> Iterator[str]:
-    """A "PostgreSQL" that accepts connections and never answers (the kernel completes the handshakes)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    yield f"postgresql+psycopg://postgres@127.0.0.1:{listener.getsockname()[1]}/test"
-    listener.close()
 
 
 def _not_ready(response) -> None:
