@@ -168,10 +168,8 @@ class CardLog:
     def _purge(self) -> None:
         cutoff = self._clock() - self._retention
         try:
-            expired = self._store.delete_expired(cutoff)
+            self._store.delete_expired(cutoff)  # logs what it deleted
         except ServiceUnavailable:  # the store has logged it
             self._next_purge = time.monotonic() + PURGE_RETRY_SECONDS
             return
         self._next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
-        log.info("retention: deleted %d card log rows and %d feedback items stamped before %s",
-                 expired.cards, expired.feedback, cutoff.isoformat())

@@ -208,7 +208,10 @@ def _delete_expired(connection: Connection, cutoff: datetime) -> Expired:
                 batch = connection.execute(delete(key.table).where(key.in_(oldest))).rowcount
             total += batch
         deleted.append(total)
-    return Expired(*deleted)
+    expired = Expired(*deleted)
+    log.info("retention: deleted %d card log rows and %d feedback items stamped before %s",
+             expired.cards, expired.feedback, cutoff.isoformat())
+    return expired
 
 
 class FeedbackStore:
@@ -243,9 +246,7 @@ class FeedbackStore:
                 _create_tables_locked(connection)
             if expire_before is not None:
                 with engine.connect() as connection:
-                    expired = _delete_expired(connection, expire_before)
-                log.info("retention: deleted %d card log rows and %d feedback items stamped before %s",
-                         expired.cards, expired.feedback, expire_before.isoformat())
+                    _delete_expired(connection, expire_before)
         except (SQLAlchemyError, OSError) as exc:  # OSError: a SQLite folder that cannot be made
             log.error("feedback store unavailable, tables not created (will retry on use): %s", type(exc).__name__)
             return False
