@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import BadRequest, ConfigurationError, RequestRefused
 from .registry import SERVICES
-from .samples import as_of, build_request, reference_date, sample_resources, split_bundle
+from .samples import as_of, build_request, hook_context, reference_date, sample_resources, split_bundle
 from .settings import Settings, parse_instant
 
 if TYPE_CHECKING:
@@ -211,11 +211,13 @@ class Evaluator:
 
     def __init__(self, settings: Settings, now: datetime) -> None:
         from .cards import CardBuilder
+        from .registry import resolve_services
         from .rules import RuleBook
 
         self.settings = settings
         self.now = now
         self.knowledge = _knowledge(settings)
+        self.services = resolve_services(self.knowledge.terminology)
         self.card_builder = CardBuilder(self.knowledge)
         self.rule_book = RuleBook.from_cards(self.knowledge.cards)
 
@@ -231,16 +233,15 @@ class Evaluator:
         prefetch read as the service reads it (null, OperationOutcome, searchset pages), without any fetch."""
         from .fhir_client import FhirClient
         from .prefetch import gather
-        from .registry import resolve_services
 
-        service = next(s for s in resolve_services(self.knowledge.terminology) if s.hook == body["hook"])
+        service = next(s for s in self.services if s.hook == body["hook"])
         offline = {key: value for key, value in body.items() if key != "fhirServer"}  # the CLI reads prefetch only
         data = gather(service, offline, FhirClient(), 0, self.now.date(), self.settings.zone())
         return self.decide(body["hook"], body["context"], data.resources, data.gaps)
 
     def bundle(self, resources: list[dict[str, Any]], hook: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the hook's context, the response) for a sample bundle: its draft ServiceRequests are the draft orders."""
-        context = build_request(resources, hook)["context"]
+        context = hook_context(resources, hook)
         return context, self.decide(hook, context, split_bundle(resources)[0])
 
 

@@ -110,13 +110,10 @@ def split_bundle(resources: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     return data, drafts, patient_id or "unknown"
 
 
-def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str | None = None,
-                  hook_instance: str | None = None,
-                  services: tuple[ServiceDefinition, ...] | None = None) -> dict[str, Any]:
-    """A CDS Hooks request body for a bundle's resources, its prefetch filled as the service's templates ask
-    (``services``: a running app's; by default those of the card definitions the environment names). A ValueError
-    when a draft order for order-select has no id (its selections name drafts by id)."""
-    data, drafts, patient_id = split_bundle(resources)
+def hook_context(resources: list[dict[str, Any]], hook: str) -> dict[str, Any]:
+    """The hook's context for a sample bundle: its patient, and its draft ServiceRequests as the draft orders. A
+    ValueError when a draft order for order-select has no id (its selections name drafts by id)."""
+    _, drafts, patient_id = split_bundle(resources)
     if hook == "order-select" and any(not isinstance(d.get("id"), str) for d in drafts):
         raise ValueError("a draft ServiceRequest needs an id for order-select (its selections name drafts by id)")
     context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": patient_id}
@@ -124,6 +121,17 @@ def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str |
         context["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": d} for d in drafts]}
     if hook == "order-select":
         context["selections"] = [f"ServiceRequest/{d['id']}" for d in drafts]
+    return context
+
+
+def build_request(resources: list[dict[str, Any]], hook: str, fhir_server: str | None = None,
+                  hook_instance: str | None = None,
+                  services: tuple[ServiceDefinition, ...] | None = None) -> dict[str, Any]:
+    """A CDS Hooks request body for a bundle's resources, its prefetch filled as the service's templates ask
+    (``services``: a running app's; by default those of the card definitions the environment names); its context
+    as ``hook_context`` makes it."""
+    data = split_bundle(resources)[0]
+    context = hook_context(resources, hook)
     prefetch: dict[str, Any] = {}
     specs = next(s.prefetch for s in services if s.hook == hook) if services else _prefetch_specs(hook)
     for spec in specs:
