@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -30,6 +31,7 @@ ARTIFACTS = SHARED / "cds-hooks-artifacts"
 FHIR_SERVER_DIR = ROOT / "tests" / "fhir_server"
 POSTGRES_URL = os.environ.get("KNEE_CDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = bool(os.environ.get("CI"))
+T = TypeVar("T")
 
 
 def unavailable(reason: str) -> None:
@@ -149,6 +151,41 @@ def wait_for_http(url: str, seconds: float = 60.0) -> httpx.Response:
             last = exc
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {seconds}s: {last}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gunicorn_server(tmp: Path, environ: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The real server (gunicorn with gunicorn.conf.py, two workers), its log and temporary files under ``tmp``."""
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "TMPDIR": str(tmp), **environ}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with open(tmp / "server.log", "w") as log:
+        process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py",
+                                    "cds_service:create_app()"], cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", seconds=60)
+            yield f"http://127.0.0.1:{port}", process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
+
+
+def within(seconds: float, call: Callable[[], T]) -> T:
+    """``call()``'s result, failing (not hanging) when it takes longer than ``seconds``."""
+    result: list[T] = []
+    worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"no answer within {seconds} s"
+    return result[0]
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,11 @@
 """What the operations tests share: a PostgreSQL schema of their own, a TCP proxy that can take the database away and
-give it back, the real server under gunicorn.conf.py, and client JWTs."""
+give it back, and client JWTs."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,8 +16,6 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 from sqlalchemy import create_engine, make_url, text
-
-from .conftest import ROOT, wait_for_http
 
 
 @contextlib.contextmanager
@@ -100,31 +95,6 @@ class TcpProxy:
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def gunicorn_server(tmp: Path, environ: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The real server (gunicorn with gunicorn.conf.py, two workers), its temporary files under ``tmp``."""
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "TMPDIR": str(tmp), **environ}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with open(tmp / "server.log", "w") as log:
-        process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py",
-                                    "cds_service:create_app()"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}/healthz", seconds=60)
-            yield f"http://127.0.0.1:{port}", process
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=30)
 
 
 class ClientKeys:

@@ -22,8 +22,7 @@ from cds_service import Settings, card_log, create_app, store
 from cds_service.samples import as_of, build_request, sample_resources
 from cds_service.store import card_log_table, feedback_table
 
-from .conftest import EXAMPLES, example_request, load_json
-from .ops_kit import gunicorn_server
+from .conftest import EXAMPLES, example_request, gunicorn_server, load_json
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 HOOK = "/cds-services/posterior-knee-pain"

@@ -22,7 +22,7 @@ import pytest
 
 from cds_service.cli import main
 
-from .conftest import EXAMPLES, ROOT, wait_for_http
+from .conftest import EXAMPLES, ROOT, free_port, wait_for_http
 
 
 def test_evaluate_prints_readable_cards_with_their_trigger(capsys):
@@ -330,14 +330,8 @@ def test_the_installed_command_prints_no_traceback():
 
 
 # --- serve ---------------------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_runs_the_service_with_the_development_settings(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("KNEE_CDS_PREVIEW", "KNEE_CDS_FHIR_ALLOW_HTTP",
                                                              "KNEE_CDS_FHIR_ALLOWED_HOSTS", "PORT", "KNEE_CDS_HOST")}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'feedback.sqlite3'}"
@@ -351,7 +345,7 @@ def test_serve_runs_the_service_with_the_development_settings(tmp_path):
         assert httpx.get(f"{base}/preview").status_code == 200  # KNEE_CDS_PREVIEW, as make run sets it
         # A local FHIR server over http may be named (make run's KNEE_CDS_FHIR_ALLOW_HTTP and ALLOWED_HOSTS): the
         # service tries it, rather than refusing the URL. Nothing listens there, so required data is missing: 412.
-        body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": f"http://127.0.0.1:{_free_port()}",
+        body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": f"http://127.0.0.1:{free_port()}",
                 "context": {"userId": "Practitioner/example", "patientId": "pkp-baker-01"}}
         answer = httpx.post(f"{base}/cds-services/posterior-knee-pain", json=body, timeout=10)
         assert answer.status_code == 412

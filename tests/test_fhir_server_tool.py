@@ -6,21 +6,18 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
 import httpx
 
-from .conftest import FHIR_SERVER_DIR, ROOT, unavailable
+from .conftest import FHIR_SERVER_DIR, ROOT, free_port, unavailable
 
 
 def test_the_developer_fhir_server_serves_every_sample_as_of_today():
     if shutil.which("node") is None or not (FHIR_SERVER_DIR / "node_modules").is_dir():
         unavailable("Node.js and tests/fhir_server/node_modules are needed (make test runs npm ci)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "tools.fhir_server", "--port", str(port)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import uuid
@@ -13,18 +12,12 @@ import uuid
 import httpx
 import pytest
 
-from .conftest import ROOT, wait_for_http
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .conftest import ROOT, free_port, wait_for_http
 
 
 @pytest.fixture
 def served(tmp_path):
-    port = _free_port()
+    port = free_port()
     database = tmp_path / "feedback.sqlite3"
     env = {**os.environ, "PORT": str(port), "DATABASE_URL": f"sqlite:///{database}"}
     with open(tmp_path / "server.log", "w") as log:

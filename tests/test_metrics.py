@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cds_service import Settings, create_app
 
-from .conftest import ROOT, example_request
-from .ops_kit import ClientKeys, gunicorn_server
+from .conftest import ROOT, example_request, gunicorn_server
+from .ops_kit import ClientKeys
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 BASE = "https://cds.example.org"

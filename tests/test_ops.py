@@ -4,31 +4,15 @@ Retry-After while it does not, and back. Neither, nor /metrics, needs a client J
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
-from .conftest import example_request
+from .conftest import example_request, within
 from .ops_kit import ClientKeys, TcpProxy
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)  # what KNEE_CDS_NOW=2026-11-20 means
 BASE = "https://cds.example.org"
-T = TypeVar("T")
-
-
-def _within(seconds: float, call: Callable[[], T]) -> T:
-    """``call()``'s result, failing (not hanging) when it takes longer than ``seconds``."""
-    result: list[T] = []
-    worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"no answer within {seconds} s"
-    return result[0]
-
-
 
 
 def _not_ready(response) -> None:
@@ -42,7 +26,7 @@ def _not_ready(response) -> None:
 def test_healthz_answers_without_touching_a_database_that_never_answers(silent_postgres, make_app):
     app = make_app(silent_postgres)
     started = time.monotonic()
-    response = _within(5, lambda: app.test_client().get("/healthz"))
+    response = within(5, lambda: app.test_client().get("/healthz"))
     assert response.status_code == 200 and response.get_json() == {"status": "alive"}
     assert time.monotonic() - started < 0.5
     assert app.extensions["knee_cds"].store._engine is None  # no connection was even tried
@@ -56,11 +40,11 @@ def test_readyz_is_ready_with_the_cards_loaded_and_the_database_answering(tmp_pa
 def test_readyz_is_a_503_after_one_second_when_the_database_never_answers(silent_postgres, make_app):
     client = make_app(silent_postgres).test_client()
     started = time.monotonic()
-    _not_ready(_within(5, lambda: client.get("/readyz")))
+    _not_ready(within(5, lambda: client.get("/readyz")))
     assert 0.9 <= time.monotonic() - started < 1.5  # PostgreSQL's own connect timeout would be 2 s
     # The first probe's query still waits on the database: the next is answered at once, with no thread more.
     started = time.monotonic()
-    _not_ready(_within(5, lambda: client.get("/readyz")))
+    _not_ready(within(5, lambda: client.get("/readyz")))
     assert time.monotonic() - started < 0.5
 
 
@@ -71,13 +55,13 @@ def test_readiness_flips_to_503_when_postgresql_goes_away_and_back_when_it_retur
         client = make_app(proxy.url_for(postgres_url)).test_client()
         assert client.get("/readyz").status_code == 200
         proxy.stop()  # the database is gone: the pooled connection is cut, new ones are refused
-        _not_ready(_within(5, lambda: client.get("/readyz")))
+        _not_ready(within(5, lambda: client.get("/readyz")))
         # Hook calls need no database (without client JWTs): they go on meanwhile.
         hook = client.post("/cds-services/posterior-knee-pain",
                            json=example_request("dvt-urgent-hot-calf.json", "patient-view"))
         assert hook.status_code == 200
         proxy.start()
-        assert _within(5, lambda: client.get("/readyz")).status_code == 200
+        assert within(5, lambda: client.get("/readyz")).status_code == 200
     finally:
         proxy.stop()
 

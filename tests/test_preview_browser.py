@@ -5,12 +5,8 @@ the real hook and feedback endpoints from the browser, so what it shows is what 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from .conftest import EXAMPLES, ROOT, load_json, unavailable, wait_for_http
+from .conftest import EXAMPLES, gunicorn_server, load_json, unavailable
 from .test_rule_pages_browser import CHROMIUM_FLAGS
 
 if TYPE_CHECKING:
@@ -36,12 +32,8 @@ DISAGREES = "Recipient disagrees with recommendation because of issues with the 
 
 @dataclass(frozen=True)
 class Server:
-    port: int
+    url: str  # http://127.0.0.1:<port>
     database: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @pytest.fixture(scope="module")
@@ -63,23 +55,11 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     tmp = tmp_path_factory.mktemp("preview")
     database = tmp / "feedback.sqlite3"
-    env = {**os.environ, "PORT": str(port), "DATABASE_URL": f"sqlite:///{database}", "KNEE_CDS_NOW": SERVICE_TODAY,
-           "KNEE_CDS_PREVIEW": "1"}
-    with open(tmp / "server.log", "w") as log:
-        process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py",
-                                    "cds_service:create_app()"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}/cds-services", seconds=60)
-            yield Server(port, database)
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+    with gunicorn_server(tmp, {"DATABASE_URL": f"sqlite:///{database}", "KNEE_CDS_NOW": SERVICE_TODAY,
+                               "KNEE_CDS_PREVIEW": "1"}) as (url, _):
+        yield Server(url, database)
 
 
 @pytest.fixture
@@ -160,12 +140,16 @@ def test_the_hot_calf_sample_shows_its_critical_card_with_its_suggestion(page, s
     assert "moved by 207 days" in page.text_content("#status")
 
 
-def test_accepting_the_suggestion_posts_feedback_the_service_stores(page, server):
+def _hot_calf_critical_card(page: Page, server: Server) -> tuple[dict[str, Any], Locator]:
+    """The hot-calf sample run on the page: the critical card as the service sent it, and as the page shows it."""
     _open(page, server.url)
     with page.expect_response(f"{server.url}/cds-services/posterior-knee-pain") as hook_call:
         _run_sample(page, HOT_CALF, "patient-view")
-    card = hook_call.value.json()["cards"][0]
-    critical = _cards(page).nth(0)
+    return hook_call.value.json()["cards"][0], _cards(page).nth(0)
+
+
+def test_accepting_the_suggestion_posts_feedback_the_service_stores(page, server):
+    card, critical = _hot_calf_critical_card(page, server)
     with page.expect_request(f"{server.url}/cds-services/posterior-knee-pain/feedback") as posted:
         critical.locator("button.suggestion").click()
     [item] = json.loads(posted.value.post_data)["feedback"]
@@ -180,11 +164,7 @@ def test_accepting_the_suggestion_posts_feedback_the_service_stores(page, server
 
 
 def test_dismissing_with_a_reason_posts_overridden_feedback(page, server):
-    _open(page, server.url)
-    with page.expect_response(f"{server.url}/cds-services/posterior-knee-pain") as hook_call:
-        _run_sample(page, HOT_CALF, "patient-view")
-    card = hook_call.value.json()["cards"][0]
-    critical = _cards(page).nth(0)
+    card, critical = _hot_calf_critical_card(page, server)
     critical.locator("select.override-reason").select_option(label=DISAGREES)
     with page.expect_request(f"{server.url}/cds-services/posterior-knee-pain/feedback") as posted:
         critical.locator("button.dismiss").click()
@@ -263,7 +243,7 @@ def test_the_markdown_subset_renders_and_nothing_else_does(page, server):
 def test_the_page_calls_a_service_of_another_origin_through_cors(page, server):
     # The page from http://localhost, the service at http://127.0.0.1: another origin, so the browser sends the CORS
     # preflight and reads the answer only if the service allows it.
-    _open(page, f"http://localhost:{server.port}")
+    _open(page, server.url.replace("127.0.0.1", "localhost"))
     page.fill("#base-url", server.url)
     with page.expect_response(f"{server.url}/cds-services/posterior-knee-pain") as hook_call:
         _run_sample(page, HOT_CALF, "patient-view")

@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from .conftest import ROOT, example_request, unavailable, wait_for_http
+from .conftest import example_request, gunicorn_server, unavailable
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -29,22 +26,10 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, manifest) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     tmp = tmp_path_factory.mktemp("rule-pages")
-    env = {**os.environ, "PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp / 'feedback.sqlite3'}",
-           "KNEE_CDS_NOW": manifest["reference_date"]}
-    with open(tmp / "server.log", "w") as log:
-        process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py",
-                                    "cds_service:create_app()"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}/cds-services", seconds=60)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+    with gunicorn_server(tmp, {"DATABASE_URL": f"sqlite:///{tmp / 'feedback.sqlite3'}",
+                               "KNEE_CDS_NOW": manifest["reference_date"]}) as (base, _):
+        yield base
 
 
 def _rendered(chromium: str, url: str, profile: str) -> str:

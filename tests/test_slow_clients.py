@@ -6,10 +6,7 @@ chunked bodies, keep-alive) still works."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,35 +16,20 @@ import pytest
 
 from cds_service.serving import BUFFER_BYTES_LIMIT, HEADER_BYTES_LIMIT, _Request
 
-from .conftest import ROOT, example_request, wait_for_http
+from .conftest import example_request, gunicorn_server
 
 WORKERS, THREADS = 2, 1  # gunicorn.conf.py
 READ_SECONDS = 4
 HOOK = "/cds-services/posterior-knee-pain"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, manifest) -> Iterator[str]:
-    port = _free_port()
     tmp = tmp_path_factory.mktemp("slow")
-    env = {**os.environ, "PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp / 'feedback.sqlite3'}",
-           "KNEE_CDS_REQUEST_READ_SECONDS": str(READ_SECONDS), "KNEE_CDS_NOW": manifest["reference_date"]}
-    with open(tmp / "server.log", "w") as log:
-        process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py",
-                                    "cds_service:create_app()"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}/cds-services", seconds=60)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+    with gunicorn_server(tmp, {"DATABASE_URL": f"sqlite:///{tmp / 'feedback.sqlite3'}",
+                               "KNEE_CDS_REQUEST_READ_SECONDS": str(READ_SECONDS),
+                               "KNEE_CDS_NOW": manifest["reference_date"]}) as (base, _):
+        yield base
 
 
 def _hook_body() -> bytes:

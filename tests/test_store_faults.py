@@ -11,9 +11,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import jwt
 import pytest
@@ -24,28 +24,17 @@ from sqlalchemy import create_engine, text
 from cds_service import Settings, create_app, store
 from cds_service.store import FeedbackStore
 
-from .conftest import EXAMPLES, load_json
+from .conftest import EXAMPLES, load_json, within
 
 FEEDBACK = "/cds-services/posterior-knee-pain/feedback"
 HOOK = "/cds-services/posterior-knee-pain"
 # Pain behind the right knee for 14 weeks: the patient-view answer carries cards, no database needed.
 PATIENT_VIEW = load_json(EXAMPLES / "requests" / "chronic-posterior-knee-pain.patient-view.json")
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)  # what KNEE_CDS_NOW=2026-11-20 means
-T = TypeVar("T")
 
 
 def _item() -> dict[str, Any]:
     return {"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-11-20T10:05:31Z"}
-
-
-def _within(seconds: float, call: Callable[[], T]) -> T:
-    """``call()``'s result, failing (not hanging) when it takes longer than ``seconds``."""
-    result: list[T] = []
-    worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"no answer within {seconds} s"
-    return result[0]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -153,14 +142,14 @@ def _assert_unavailable(response) -> None:
 def test_feedback_to_a_postgres_that_never_answers_is_a_503_within_seconds(silent_postgres, make_app):
     client = make_app(silent_postgres).test_client()
     started = time.monotonic()
-    response = _within(8, lambda: client.post(FEEDBACK, json={"feedback": [_item()]}))
+    response = within(8, lambda: client.post(FEEDBACK, json={"feedback": [_item()]}))
     _assert_unavailable(response)
     assert time.monotonic() - started < 4  # the 2 s connect timeout, not gunicorn's 30 s worker timeout
 
 
 def test_hook_calls_go_on_while_the_database_never_answers(silent_postgres, make_app):
     client = make_app(silent_postgres).test_client()
-    response = _within(8, lambda: client.post(HOOK, json=PATIENT_VIEW))
+    response = within(8, lambda: client.post(HOOK, json=PATIENT_VIEW))
     assert response.status_code == 200
     assert response.get_json()["cards"]
 
@@ -180,7 +169,7 @@ def test_with_client_jwts_a_database_that_never_answers_refuses_hook_calls_with_
     issuers.write_text(json.dumps({"issuers": [{"iss": "https://ehr.example.org", "jwks": {"keys": [jwk]}}]}))
     base = "https://cds.example.org"
     client = make_app(silent_postgres, auth="jwt", trusted_issuers=str(issuers), public_base_url=base).test_client()
-    response = _within(8, lambda: client.post(
+    response = within(8, lambda: client.post(
         HOOK, json=PATIENT_VIEW, headers={"Authorization": f"Bearer {_signed_token(key, base + HOOK)}"}))
     _assert_unavailable(response)
 
@@ -199,7 +188,7 @@ def test_feedback_stuck_behind_a_postgres_lock_is_a_503_after_the_statement_time
         locker.execute(text(f"LOCK TABLE {schema}.cds_feedback IN ACCESS EXCLUSIVE MODE"))
         try:
             started = time.monotonic()
-            _assert_unavailable(_within(8, lambda: client.post(FEEDBACK, json={"feedback": [_item()]})))
+            _assert_unavailable(within(8, lambda: client.post(FEEDBACK, json={"feedback": [_item()]})))
             assert time.monotonic() - started < 4
         finally:
             locker.rollback()
@@ -220,7 +209,7 @@ def test_feedback_to_a_sqlite_file_locked_past_the_busy_timeout_is_a_503(tmp_pat
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")  # another process holds SQLite's one write lock
     try:
-        _assert_unavailable(_within(8, lambda: client.post(FEEDBACK, json={"feedback": [_item()]})))
+        _assert_unavailable(within(8, lambda: client.post(FEEDBACK, json={"feedback": [_item()]})))
     finally:
         writer.execute("ROLLBACK")
         writer.close()
