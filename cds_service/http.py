@@ -1,15 +1,18 @@
-"""HTTP edges shared by the blueprints: JSON bodies, CORS, and the one error handler."""
+"""HTTP edges shared by the blueprints: JSON bodies, client JWTs, CORS, page headers, and the one error handler."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .errors import BadRequest, JsonTooDeep, PayloadTooLarge, RequestRefused, UnsupportedMediaType, operation_outcome
 from .validation import MAX_JSON_DEPTH, load_json
+
+if TYPE_CHECKING:
+    from .auth import JwtVerifier
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,21 @@ def render_error(exc: Exception) -> Response:
     return _error_response(500, operation_outcome("exception", "Internal error; see the service log"))
 
 
+def verified_client(verifier: JwtVerifier, public_base_url: str | None) -> dict[str, Any]:
+    """The claims of this request's client JWT (KNEE_CDS_AUTH=jwt); its aud must be this URL as clients call it."""
+    # Never the request's Host or X-Forwarded-*: create_app refuses KNEE_CDS_AUTH=jwt without the setting.
+    base = (public_base_url or "").rstrip("/")
+    return verifier.verify(request.headers.get("Authorization"), audience=base + request.path)
+
+
+def protect_page(response: Response, content_security_policy: str) -> Response:
+    """The headers of an HTML page of the service: its Content-Security-Policy, no type sniffing, no referrer."""
+    response.headers["Content-Security-Policy"] = content_security_policy
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
 def init_app(app: Flask) -> None:
     runtime = app.extensions["knee_cds"]
     allow_origin = runtime.settings.cors_allow_origin
@@ -73,9 +91,7 @@ def init_app(app: Flask) -> None:
         # Preflights carry no credentials by design; everything under /cds-services needs the JWT.
         if runtime.verifier is None or request.method == "OPTIONS" or not request.path.startswith("/cds-services"):
             return
-        # Never the request's Host or X-Forwarded-*: create_app refuses KNEE_CDS_AUTH=jwt without the setting.
-        base = (runtime.settings.public_base_url or "").rstrip("/")
-        runtime.verifier.verify(request.headers.get("Authorization"), audience=base + request.path)
+        verified_client(runtime.verifier, runtime.settings.public_base_url)
 
     app.register_error_handler(Exception, render_error)
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 from werkzeug.exceptions import NotFound as NoSuchPage
 
 from . import analytics
 from .errors import ServiceUnavailable
+from .http import protect_page, verified_client
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +59,12 @@ def metrics() -> Response:
 def analytics_page() -> Response:
     rt = current_app.extensions["knee_cds"]
     if rt.verifier is not None:
-        base = (rt.settings.public_base_url or "").rstrip("/")
-        claims = rt.verifier.verify(request.headers.get("Authorization"), audience=base + request.path)
+        claims = verified_client(rt.verifier, rt.settings.public_base_url)
         readers = rt.settings.analytics_reader_pairs()
         if (claims["iss"], None) not in readers and (claims["iss"], claims.get("sub")) not in readers:
             log.warning("analytics refused to a verified client that is not a reader (issuer %s)", claims["iss"])
             raise NoSuchPage()  # the very answer to a URL the service does not have
     page = analytics.render_html(analytics.compute(rt.store, rt.clock()))
-    response = Response(page, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = ANALYTICS_CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response = protect_page(Response(page, mimetype="text/html"), ANALYTICS_CSP)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -18,6 +18,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .errors import BadRequest, NotFound
+from .http import protect_page
 from .samples import as_of, build_request, reference_date, sample_resources
 from .validation import load_json
 
@@ -36,10 +37,7 @@ CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'se
 
 @bp.after_request
 def protect(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    return response
+    return protect_page(response, CONTENT_SECURITY_POLICY)
 
 
 @bp.get("/preview")

@@ -13,7 +13,8 @@ from cds_service.knowledge import locate_cards_dir
 from .conftest import ROOT, example_request
 
 PACKAGE = ROOT / "cds_service"
-HTTP_LAYER = {"cds_service.http", "cds_service.hooks", "cds_service.discovery", "cds_service.feedback"}
+HTTP_LAYER = {"cds_service.http", "cds_service.hooks", "cds_service.discovery", "cds_service.feedback",
+              "cds_service.ops", "cds_service.preview"}  # blueprints (the last two: operations and development pages)
 
 
 def _module_name(path: Path) -> str:
