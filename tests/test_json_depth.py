@@ -36,3 +36,17 @@ def test_the_depth_check_agrees_with_the_real_nesting(value, limit):
             return
         raise AssertionError(f"depth {_depth(value)} passed a limit of {limit}: {text!r}")
     _check_depth(text, limit)  # raises if it refuses a document within the limit
+
+
+@settings(max_examples=50, deadline=None)
+@given(_JSON, st.integers(min_value=0, max_value=6), st.integers(min_value=250, max_value=400))
+def test_the_depth_check_agrees_with_the_real_nesting_when_escapes_are_many(value, limit, escapes):
+    # Past 256 escapes the check drops them with one regex pass instead of one step each: both ways must agree.
+    text = json.dumps([value, '"[\\{' * escapes], ensure_ascii=False).encode()
+    if 1 + _depth(value) > limit:
+        try:
+            _check_depth(text, limit)
+        except JsonTooDeep:
+            return
+        raise AssertionError(f"depth {1 + _depth(value)} passed a limit of {limit}: {text!r}")
+    _check_depth(text, limit)

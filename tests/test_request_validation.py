@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fhir.resources.R4B.operationoutcome import OperationOutcome
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds_service import create_app
-from cds_service.validation import Validators, load_schema, plausible_prefetch_value
+from cds_service.validation import Validators, load_schema
 
 from .conftest import ARTIFACTS, load_json, service_for
 
@@ -230,20 +230,79 @@ def test_schemas_in_the_package_are_valid_draft_2020_12():
         Draft202012Validator.check_schema(load_json(path))
 
 
-# --- prefetch values: the fast check agrees with the schema -----------------------------------------
+# --- the fast yes (jsonschema-rs) says yes only where jsonschema does --------------------------------
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
                      max_leaves=8)
-_PREFETCH_VALUE = Validators.load().prefetch_value
+_VALIDATORS = Validators.load()
+_TRICKY = st.sampled_from([
+    "", "p", "p\n", "p ", "Practitioner/1", "Practitioner/1\n", "Patient/٣", "PractitionerRole/a.b-c", "x" * 65,
+    "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea", "D1577C69-DFBE-44AD-BA6D-3E05E953B2EA", "d1577c69dfbe44adba6d3e05e953b2ea",
+    "{d1577c69-dfbe-44ad-ba6d-3e05e953b2ea}", "urn:uuid:d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+    "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea\n", "https://ehr.example.org/fhir", "http://x", "https://ehr example.org",
+    "https://ehr.example.org/fhir\n", "https://[::1]:8080/r4", "https://ehr.example.org/ü", "ftp://x", "https://",
+    "Bearer", "bearer", "tok\u00e9n", "tok en", "Bundle", "Patient", "bundle", "\ud800",
+])
+_VALUE = st.one_of(_TRICKY, st.text(max_size=12), st.integers(min_value=-2, max_value=2), st.floats(allow_nan=False),
+                   st.none(), st.booleans())
+_RESOURCE = st.fixed_dictionaries({"resourceType": _VALUE}, optional={"id": _VALUE, "entry": _JSON, "link": _JSON})
+_VALID = {
+    "hook": "order-select", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+    "fhirServer": "https://ehr.example.org/fhir",
+    "fhirAuthorization": {"access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read",
+                          "subject": "app", "patient": "p"},
+    "context": {"userId": "Practitioner/1", "patientId": "p", "encounterId": "e", "selections": ["ServiceRequest/s"],
+                "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "ServiceRequest",
+                                                                                  "id": "s"}}]}},
+    "prefetch": {"patient": {"resourceType": "Patient", "id": "p"}, "conditions": None,
+                 "observations": {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Observation"}}],
+                                  "link": [{"relation": "self", "url": "https://ehr.example.org/fhir/Observation"}]}},
+}
+_PLACES = [("hook",), ("hookInstance",), ("fhirServer",), ("fhirAuthorization",), ("fhirAuthorization", "access_token"),
+           ("fhirAuthorization", "token_type"), ("fhirAuthorization", "expires_in"), ("fhirAuthorization", "scope"),
+           ("context",), ("context", "userId"), ("context", "patientId"), ("context", "encounterId"),
+           ("context", "draftOrders"), ("context", "draftOrders", "resourceType"), ("context", "draftOrders", "entry"),
+           ("prefetch",), ("prefetch", "patient"), ("prefetch", "conditions"), ("prefetch", "observations"),
+           ("prefetch", "observations", "entry"), ("prefetch", "observations", "link"), ("extension",)]
 
 
-@given(st.one_of(_JSON, st.fixed_dictionaries({"resourceType": st.one_of(
-    st.sampled_from(["Bundle", "Patient", "OperationOutcome", "bundle", "B", "Bundle1", " Bundle", "Bundle\n"]),
-    st.text(max_size=12), st.integers())}, optional={"entry": _JSON})))
-def test_the_fast_prefetch_check_accepts_only_what_the_schema_accepts(value):
-    if plausible_prefetch_value(value):
-        assert _PREFETCH_VALUE.is_valid(value)
+@st.composite
+def _request(draw: st.DrawFn) -> dict:
+    """A valid order-select request with one to three elements replaced (or removed) by tricky values."""
+    body = copy.deepcopy(_VALID)
+    for place in draw(st.lists(st.sampled_from(_PLACES), min_size=1, max_size=3)):
+        parent = body
+        for key in place[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict):
+            if draw(st.booleans()) and place[-1] in parent:
+                del parent[place[-1]]
+            else:
+                parent[place[-1]] = draw(st.one_of(_VALUE, _RESOURCE, _JSON))
+    return body
+
+
+def _jsonschema_accepts(body: dict, hook: str) -> bool:
+    prefetch = body.get("prefetch") if isinstance(body.get("prefetch"), dict) else {}
+    return (_VALIDATORS.request.is_valid(body) and all(_VALIDATORS.prefetch_value.is_valid(v) for v in prefetch.values())
+            and _VALIDATORS.contexts[hook].is_valid(body["context"]))
+
+
+@settings(max_examples=400)
+@given(_request())
+def test_jsonschema_rs_accepts_a_request_only_when_jsonschema_does(body):
+    if _VALIDATORS.accepts_request(body) and isinstance(body.get("context"), dict) \
+            and _VALIDATORS.accepts_context["order-select"](body["context"]):
+        assert _jsonschema_accepts(body, "order-select")
+
+
+def test_jsonschema_rs_accepts_the_valid_requests_so_the_fast_path_is_taken():
+    # Were every request refused by it, the service would still be right, only slow: the spec's requests pass it.
+    for name, body in [*ARTIFACT_REQUESTS, ("the base of the test above", _VALID)]:
+        assert _jsonschema_accepts(body, body["hook"]), name
+        assert _VALIDATORS.accepts_request(body), name
+        assert _VALIDATORS.accepts_context[body["hook"]](body["context"]), name
 
 
 @pytest.mark.parametrize(("value", "path"), [
