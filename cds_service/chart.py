@@ -182,6 +182,20 @@ def _codings(concept: dict[str, Any], *where: Any) -> list[tuple[str, str, str |
     return out
 
 
+def _concept_list(value: Any, key: str) -> list[dict[str, Any]]:
+    """A repeated CodeableConcept element's objects (``_concepts_of`` without the places, for the common path)."""
+    if type(value) is not list or not all(type(v) is dict for v in value):
+        return [concept for _, concept in _concepts_of({key: value}, key)]  # raises, naming the element
+    return value
+
+
+def _where_in(value: Any, key: str, concept: dict[str, Any]) -> tuple[Any, ...]:
+    """Where a concept of an element is, for the message when its shape is wrong."""
+    if type(value) is dict:
+        return (key,)
+    return (key, next(i for i, v in enumerate(value) if v is concept))
+
+
 # --- text (G-10) and side (G-06) ------------------------------------------------------------------
 
 def side_of_text(text: str | None) -> str:
@@ -258,26 +272,34 @@ class _Reader:
             value = raw.get(key)
             if value is None:
                 continue
-            for where, concept in ((((key,), value),) if type(value) is dict else _concepts_of(raw, key)):
+            for concept in (value,) if type(value) is dict else _concept_list(value, key):
                 text = concept.get("text")
                 if text is not None:
-                    texts.append(_str(text, *where, "text")[:TEXT_CAP])
+                    if type(text) is not str:
+                        _str(text, *_where_in(value, key, concept), "text")  # raises, naming the element
+                    texts.append(text[:TEXT_CAP])
                 codings = concept.get("coding")
                 if not codings:
                     continue
-                if type(codings) is not list or not all(type(c) is dict for c in codings):
-                    _codings(concept, *where)
+                if type(codings) is not list:
+                    _codings(concept, *_where_in(value, key, concept))  # raises
                 for coding in codings:
+                    if type(coding) is not dict:
+                        _codings(concept, *_where_in(value, key, concept))  # raises
                     code = coding.get("code")
                     system = coding.get("system") or ""
                     if type(code) is not str or type(system) is not str:
-                        _codings(concept, *where)  # raises unless the code is merely absent
+                        _codings(concept, *_where_in(value, key, concept))  # raises unless the code is merely absent
                     found = code_concepts(system, code) if code else _NOTHING
                     if found:
                         coded |= found
-                    elif coding.get("display"):
-                        displays.append(_str(coding["display"], *where, "coding", "display")[:TEXT_CAP])
-                    if system and key == "code":
+                    else:
+                        display = coding.get("display")
+                        if display:
+                            if type(display) is not str:
+                                _codings(concept, *_where_in(value, key, concept))  # raises
+                            displays.append(display[:TEXT_CAP])
+                    if key == "code" and system:
                         icd_coded = icd_coded or (system == ICD10CM and bool(code))
                         pkp_coded = pkp_coded or system == PKP_FINDING
         return coded, texts + displays, icd_coded, pkp_coded

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from .errors import BadRequest, JsonTooDeep, PayloadTooLarge, RequestRefused, UnsupportedMediaType, operation_outcome
 from .validation import MAX_JSON_DEPTH, load_json
@@ -27,11 +27,19 @@ def json_body() -> Any:
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, not '{mimetype[:64] or 'none'}'"
         )
-    raw = request.get_data(cache=False)
     limit = request.max_content_length
-    # A chunked body (no Content-Length) is cut at the limit without an error: one more byte means it was larger.
-    if limit is not None and request.content_length is None and len(raw) >= limit and request.environ["wsgi.input"].read(1):
-        raise PayloadTooLarge(f"Body is larger than the {limit // (1024 * 1024)} MB limit", expression="$")
+    length = request.content_length
+    if length is not None:
+        if limit is not None and length > limit:
+            raise RequestEntityTooLarge()  # as Flask's own request stream would
+        # Read straight from the server's stream: werkzeug's limiting stream would copy the body in 64 KB steps, ~5 %
+        # of the CPU of a 100-resource call under gunicorn.
+        raw = request.environ["wsgi.input"].read(length)
+    else:
+        raw = request.get_data(cache=False)
+        # A chunked body (no Content-Length) is cut at the limit without an error: one more byte means it was larger.
+        if limit is not None and len(raw) >= limit and request.environ["wsgi.input"].read(1):
+            raise PayloadTooLarge(f"Body is larger than the {limit // (1024 * 1024)} MB limit", expression="$")
     try:
         return load_json(raw)
     except JsonTooDeep:

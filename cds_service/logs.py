@@ -9,13 +9,14 @@ and every handler, including those added later (gunicorn's, a test's).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 REDACTED = "[redacted]"
 _PATIENT_REFERENCE = re.compile(r"\b(Patient/)[A-Za-z0-9\-.]{1,64}")
@@ -134,4 +135,4 @@ def log_hook_call(*, service: str | None, hook: str | None, hook_instance: Any, 
         "notRead": not_read,
         "missingKeys": missing,
     }
-    calls_log.info(json.dumps(line, separators=(",", ":")))
+    calls_log.info(orjson.dumps(line).decode())
