@@ -244,7 +244,8 @@ class _Reader:
                 texts += [d[:TEXT_CAP] for _, _, d in _codings(site, *where) if d]
         if not raw.keys().isdisjoint(_TEXT_ELEMENTS):
             texts += self._other_texts(rtype, raw)
-        from_text = self.terms.text_concepts("\n".join(texts), self.text_budget) if texts else _NOTHING
+        text = "\n".join(texts)
+        from_text = self.terms.text_concepts(text, self.text_budget) if text else _NOTHING
         if from_text and icd_coded and rtype != "Observation":
             # G-04: a Condition's non-matching ICD-10-CM code is not overruled by its text.
             from_text -= self.terms.icd_value_sets
@@ -254,8 +255,7 @@ class _Reader:
         rid = raw.get("id")
         reference = f"{rtype}/{rid}" if isinstance(rid, str) else f"{rtype} #{position}"
         reasons = self._reasons(raw) if rtype in _REASONS_READ else _NOTHING
-        return _Candidate(position, reference, rtype, raw, frozenset(coded) | from_text, reasons, "\n".join(texts),
-                          structural)
+        return _Candidate(position, reference, rtype, raw, frozenset(coded) | from_text, reasons, text, structural)
 
     def _primary(self, rtype: str, raw: dict[str, Any]) -> tuple[set[str], list[str], bool, bool]:
         """(value sets of its codes, its texts, an ICD-10-CM code?, a local finding code?) of the type's main concepts.
@@ -383,7 +383,7 @@ class _Reader:
         if rtype == "Encounter":
             klass = raw.get("class")
             return isinstance(klass, dict) and klass.get("code") in _INPATIENT_CLASSES
-        if rtype == "Procedure":
+        if rtype == "Procedure" and "category" in raw:
             return any(code == _SURGICAL_CATEGORY for where, c in _concepts_of(raw, "category")
                        for _, code, _ in _codings(c, *where))
         return False
@@ -586,9 +586,10 @@ class _Indexing:
             return
         rid = raw.get("id")
         if isinstance(rid, str):
-            if (rtype, rid) in self.seen:
+            key = (rtype, rid)
+            if key in self.seen:
                 return  # the same resource from two prefetch keys, a prefetch and a fetch, or overlapping pages
-            self.seen.add((rtype, rid))
+            self.seen.add(key)
         if rtype == "Patient":
             self._patient(rid, raw)
             return

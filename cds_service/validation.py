@@ -116,10 +116,15 @@ def _check_depth(utf8: bytes, max_depth: int) -> None:
     """Brackets outside strings, peeled one innermost level a pass; every step in C, a few per cent of the parse."""
     if b"\\" in utf8:
         utf8 = _without_escapes(utf8)
-    # Only quotes and brackets matter. Removing every '""' first keeps the quotes' pairing (it is an empty string, or
-    # the end of one string and the start of the next with no bracket between) and leaves the regex little to do.
-    skeleton = utf8.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
-    brackets = _STRING.sub(b"", skeleton).translate(_CURLY_AS_SQUARE)
+    # Only quotes and brackets matter. Quotes pair up in order (1st with 2nd, 3rd with 4th...); when every quote of the
+    # skeleton stands in a '""' (no string holds a bracket: nearly always), the brackets are the rest of it.
+    skeleton = utf8.translate(None, _NOT_STRUCTURE)
+    if skeleton.count(b'"') == 2 * skeleton.count(b'""'):
+        brackets = skeleton.translate(_CURLY_AS_SQUARE, b'"')
+    else:
+        # Removing every '""' first keeps the pairing (an empty string, or the end of one string and the start of the
+        # next with no bracket between) and leaves the regex little to do.
+        brackets = _STRING.sub(b"", skeleton.replace(b'""', b"")).translate(_CURLY_AS_SQUARE)
     for _ in range(max_depth):
         if not brackets:
             return
