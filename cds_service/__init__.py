@@ -71,7 +71,7 @@ def create_app(
     from . import logs
     from .auth import JwtVerifier, load_issuers, make_jwks_pool
     from .card_log import CardLog
-    from .cards import CardBuilder
+    from .cards import CardBuilder, RandomUuids
     from .errors import ConfigurationError
     from .facts import REQUIRED_VALUE_SETS
     from .fhir_client import FhirClient
@@ -128,7 +128,7 @@ def create_app(
         ),
         store=store,
         clock=clock,
-        card_builder=CardBuilder(knowledge),
+        card_builder=CardBuilder(knowledge, new_uuid=RandomUuids()),
         rule_book=RuleBook.from_cards(knowledge.cards),
         verifier=verifier,
         zone=settings.zone(),
