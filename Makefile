@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 FHIR_SERVER_DIR := tests/fhir_server
 
-.PHONY: run test lint bench mutate fuzz soak scale-test fhir-server clean
+.PHONY: run test lint bench bench-instructions mutate fuzz soak scale-test fhir-server clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ test: $(VENV)/.dev-installed $(FHIR_SERVER_DIR)/node_modules/.installed
 # request), then in-process latency by chart size. Needs wrk (apt-get install wrk); about a minute.
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench
+
+# The same service-vs-bare comparison counted in machine instructions under valgrind (apt-get install valgrind):
+# the same figure on every run, whatever else the machine does. About two minutes.
+bench-instructions: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.instructions
 
 # Mutation check: each named mutation of tools/mutations.py on a scratch copy of the tree must be killed by
 # its tests. About 3 minutes; not part of `make test` or CI.

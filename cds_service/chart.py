@@ -185,7 +185,7 @@ def _codings(concept: dict[str, Any], *where: Any) -> list[tuple[str, str, str |
 def _concept_list(value: Any, key: str) -> list[dict[str, Any]]:
     """A repeated CodeableConcept element's objects (``_concepts_of`` without the places, for the common path)."""
     if type(value) is not list or not all(type(v) is dict for v in value):
-        return [concept for _, concept in _concepts_of({key: value}, key)]  # raises, naming the element
+        return [concept for _, concept in _concepts_of({key: value}, key)]  # raises, naming a wrong one; null is {}
     return value
 
 

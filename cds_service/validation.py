@@ -55,7 +55,7 @@ def make_acceptor(name: str) -> Callable[[Any], bool]:
     are jsonschema's own checks; the patterns are no looser (Rust's ``$`` does not match before a final newline, as
     Python's does), so a document this accepts is one jsonschema accepts (a test compares the two)."""
     checker = format_checker()
-    formats = {name: functools.partial(checker.conforms, format=name) for name in SCHEMA_FORMATS}
+    formats = {fmt: functools.partial(checker.conforms, format=fmt) for fmt in SCHEMA_FORMATS}
     validator = jsonschema_rs.validator_for(load_schema(name), validate_formats=True, formats=formats)
 
     def accepts(document: Any) -> bool:

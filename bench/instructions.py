@@ -1,0 +1,103 @@
+"""Instruction benchmark: the service against the bare Flask app in machine instructions per request, under gunicorn.
+
+    .venv/bin/python -m bench.instructions [--requests 20] [--resources 100]
+
+The same comparison as `bench.server_cpu`, counted instead of timed: each app runs under gunicorn with
+`gunicorn.conf.py` and one worker, inside valgrind's callgrind (Debian package `valgrind`), which counts the
+instructions the worker executes (its threads included, the kernel's work for it not) while it answers
+`--requests` hook calls, each with a body of its own, one after another. The count is the same from run to run
+whatever else the machine is doing, where CPU time on a shared virtual machine moves by a third: use it to see
+what a change costs. Time per instruction differs between the two apps (the service's Python and pydantic code
+runs fewer instructions per cycle than a JSON parser), so this ratio is higher than the CPU ratio
+`bench.server_cpu` holds to its target. About two minutes: everything runs ~50 times slower under valgrind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+from pathlib import Path
+
+from bench.charts import TODAY, hook_body
+from bench.server_cpu import APPS, CONFIG, ROOT, free_port, machine, post, server_pids
+
+START_SECONDS = 600  # importing the app under valgrind takes a minute or two
+
+
+def count(app: str, bodies: list[bytes], workdir: Path) -> int:
+    """Instructions the app's only worker executes while it answers the bodies after the first three."""
+    port = free_port()
+    out = workdir / f"{app}.callgrind"
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "KNEE_CDS_HOST": "127.0.0.1",
+        "KNEE_CDS_NOW": TODAY.isoformat(),
+        "KNEE_CDS_AUTH": "off",
+        "KNEE_CDS_WORKERS": "1",
+        "KNEE_CDS_TIMEOUT": str(START_SECONDS),
+        "DATABASE_URL": f"sqlite:///{workdir / f'{app}.sqlite3'}",
+    }
+    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}.%p",
+               str(Path(sys.executable).parent / "gunicorn"), "-c", str(CONFIG), APPS[app]]
+    with open(workdir / f"{app}.log", "wb") as log:
+        master = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                post(port, bodies[0])
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if master.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{app} did not start under valgrind; see {workdir / f'{app}.log'}") from None
+                time.sleep(1)
+        for body in bodies[1:3]:  # warm: the first calls import and build what later calls reuse
+            post(port, body)
+        worker = server_pids(master.pid)[-1]
+        control = ["callgrind_control"]
+        subprocess.run([*control, "--instr=on", str(worker)], check=True, capture_output=True)
+        for body in bodies[3:]:
+            post(port, body)
+        subprocess.run([*control, "--instr=off", str(worker)], check=True, capture_output=True)
+        subprocess.run([*control, "--dump", str(worker)], check=True, capture_output=True)
+    finally:
+        master.terminate()
+        master.wait(timeout=120)
+    totals = [int(line.split()[1]) for dump in workdir.glob(f"{app}.callgrind.{worker}.*")
+              for line in dump.read_text().splitlines() if line.startswith("totals:")]
+    if not totals:
+        raise SystemExit(f"callgrind wrote no counts for {app}; see {workdir / f'{app}.log'}")
+    return sum(totals)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20, help="hook calls counted per app (default 20)")
+    parser.add_argument("--resources", type=int, default=100, help="resources in each chart (default 100)")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("valgrind is not installed (Debian/Ubuntu: apt-get install valgrind)")
+    print(f"# {machine()}", flush=True)
+    bodies = [hook_body(args.resources, f"i{i:05d}") for i in range(args.requests + 3)]
+    per_request = {}
+    with tempfile.TemporaryDirectory(prefix="knee-cds-instructions-") as tmp:
+        for app in APPS:
+            per_request[app] = count(app, bodies, Path(tmp)) / args.requests
+    print(f"# gunicorn -c gunicorn.conf.py, 1 worker, under callgrind; {args.requests} calls of {args.resources} "
+          f"resources ({len(bodies[0]) / 1024:.0f} KB), one after another")
+    for app, instructions in per_request.items():
+        print(f"{app:8} {instructions / 1e6:8.2f} M instructions per request")
+    print(f"ratio bare/service of instructions per request: {per_request['bare'] / per_request['service']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
