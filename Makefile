@@ -44,7 +44,7 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench
 
 # The same service-vs-bare comparison counted in machine instructions under valgrind (apt-get install valgrind):
-# the same figure on every run, whatever else the machine does. About two minutes.
+# the same figure on every run, whatever else the machine does. About half a minute.
 bench-instructions: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.instructions
 
