@@ -66,7 +66,6 @@ class ChartEntry:
     recent: date | None  # date for recency windows: a period counts by its end, or today while open
     side: str  # right | left | both | unknown (G-06)
     text: str  # every human-readable element, one per line (G-10)
-    sites: frozenset[tuple[str, str]]  # (system, code) of every bodySite coding, read with the side (G-06)
 
     @property
     def resource_type(self) -> str:
@@ -219,7 +218,6 @@ _PRIMARY = {
 _CODE_ONLY = ("code",)
 _STRUCTURAL = {"Encounter", "Procedure"}
 _NOTHING: frozenset[str] = frozenset()
-_NO_SITES: frozenset[tuple[str, str]] = frozenset()
 _REASONS_READ = {"MedicationRequest", "Procedure", "ServiceRequest"}
 _TEXT_ELEMENTS = frozenset({"note", "valueString", "conclusion", "interpretation", "component", "outcome",
                             "medicationReference"})
@@ -380,13 +378,6 @@ class _Reader:
             return side_of_text(candidate.text)
         return "unknown"
 
-    def sites(self, raw: dict[str, Any]) -> frozenset[tuple[str, str]]:
-        """The codes of its body sites (a list on Condition and Procedure, one concept on Observation)."""
-        if "bodySite" not in raw:
-            return _NO_SITES
-        return frozenset((system, code) for where, site in _concepts_of(raw, "bodySite")
-                         for system, code, _ in _codings(site, *where) if code)
-
     def _structural(self, rtype: str, raw: dict[str, Any]) -> bool:
         """Resources a rule reads by their structure rather than a value set."""
         if rtype == "Encounter":
@@ -419,9 +410,8 @@ def rejection_reason(exc: Exception) -> str:
 # The elements the facts and cards read, per type (with the choice types' prefixes), plus each type's
 # required elements and modifierExtension: a decision is validated on what it rests on. The rest (narrative,
 # identifiers, addresses, dosage, participants, extensions) is never read, and validating a Synthea Patient
-# whole costs a millisecond. bodySite is read by the index with the side (ChartEntry.side, .sites), as its text is
-# (G-10): validating it would cost a quarter of a Condition's validation (a concept and a model per coding).
-_COMMON = ("resourceType", "id", "modifierExtension", "status", "code", "note")
+# whole costs a millisecond.
+_COMMON = ("resourceType", "id", "modifierExtension", "status", "code", "bodySite", "note")
 _READ_ELEMENTS: dict[str, tuple[str, ...]] = {
     "Patient": ("birthDate", "gender", "deceased", "active"),
     # subject where R4 requires it (1..1); the patient is the hook's, checked on the Patient resource
@@ -507,7 +497,7 @@ class _Collector:
             self.reject(candidate.reference, candidate.resource_type, exc)
             return None
         return ChartEntry(candidate.reference, model, candidate.concepts, candidate.reason_concepts, candidate.when,
-                          candidate.recent, self.reader.side(candidate), candidate.text, self.reader.sites(candidate.raw))
+                          candidate.recent, self.reader.side(candidate), candidate.text)
 
     def reject(self, reference: str, rtype: str, exc: Exception) -> None:
         reason = rejection_reason(exc)

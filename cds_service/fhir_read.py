@@ -91,6 +91,14 @@ def codings(concept: Any) -> list[Any]:
     return list(getattr(concept, "coding", None) or [])
 
 
+def body_sites(resource: Any) -> list[Any]:
+    """bodySite as a list: a list on Condition and Procedure, a single concept on Observation."""
+    sites = getattr(resource, "bodySite", None)
+    if sites is None:
+        return []
+    return list(sites) if isinstance(sites, list | tuple) else [sites]
+
+
 def concept_label(concept: Any) -> str | None:
     """What a person would call a CodeableConcept: its text, else a display, else a code."""
     if concept is None:

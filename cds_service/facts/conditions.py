@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from typing import Any
 
 from ..fhir_read import (
+    codings,
     condition_is_current,
     condition_is_history,
     condition_is_suspected,
@@ -100,13 +102,14 @@ def knee_pain_facts(rec: Record, findings: dict[str, tuple[Evidence, ...]]):
             continue
         onset = entry.when
         evidence = rec.ev(entry, suspected=condition_is_suspected(condition))
-        site_codes = {code for system, code in entry.sites if system == SNOMED}
-        location = pain_location(site_codes, text) if is_knee_pain else "posterior"
+        location = pain_location(rec, condition, text) if is_knee_pain else "posterior"
         sites = {name for name, pattern in _SUBSITES if pattern.search(text)}
-        if _MEDIAL_QUALIFIER in site_codes:
-            sites.add("medial")
-        if _LATERAL_QUALIFIER in site_codes:
-            sites.add("lateral")
+        for site in condition.bodySite or []:
+            codes = {c.code for c in codings(site) if c.system == SNOMED}
+            if _MEDIAL_QUALIFIER in codes:
+                sites.add("medial")
+            if _LATERAL_QUALIFIER in codes:
+                sites.add("lateral")
         if _SPRINT_KICK.search(text):
             sites.add("sprint")
         if is_knee_pain:
@@ -121,10 +124,10 @@ def knee_pain_facts(rec: Record, findings: dict[str, tuple[Evidence, ...]]):
     return knee_pain, posterior, (min(onsets) if onsets else None), subsites, swelling
 
 
-def pain_location(site_codes: set[str], text: str) -> str:
-    """Where the knee hurts: the SNOMED posterior qualifier among its body sites' codes, else its words."""
-    if _POSTERIOR_QUALIFIER in site_codes:
-        return "posterior"
+def pain_location(rec: Record, condition: Any, text: str) -> str:
+    for site in condition.bodySite or []:
+        if any(c.system == SNOMED and c.code == _POSTERIOR_QUALIFIER for c in codings(site)):
+            return "posterior"
     if affirmed(text, _POSTERIOR):
         return "posterior"
     if _ANTERIOR.search(text):

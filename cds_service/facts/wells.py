@@ -12,6 +12,7 @@ from typing import Any
 
 from ..chart import ChartEntry
 from ..fhir_read import (
+    body_sites,
     codings,
     concept_label,
     condition_is_current,
@@ -133,22 +134,22 @@ def examination_findings(rec: Record, findings) -> list[WellsItem]:
         if not rec.within(entry.recent, EXAM_DAYS, undated=True):
             continue
         code = finding_code(observation)
-        if code is None and _swelling_of_lower_limb(entry) and observation_positive(observation):
+        if code is None and _swelling_of_lower_limb(observation) and observation_positive(observation):
             items.append(WellsItem("entire-leg-swollen", rec.ev(entry), leg_specific=True))
         if code == "calf-circumference-difference":
             cm = quantity_in(observation.valueQuantity, "cm")
             if cm is not None and cm >= CALF_DIFFERENCE_CM:
                 items.append(WellsItem("calf-swelling-3cm", rec.ev(entry, value=f"{cm:.1f} cm"), leg_specific=True))
     items += [WellsItem("entire-leg-swollen", rec.ev(entry), leg_specific=True) for entry in rec.conditions()
-              if condition_is_current(entry.resource) and _swelling_of_lower_limb(entry)
+              if condition_is_current(entry.resource) and _swelling_of_lower_limb(entry.resource)
               and rec.within(entry.recent, LEG_SIGN_DAYS, undated=True)]
     return items
 
 
-def _swelling_of_lower_limb(entry: ChartEntry) -> bool:
+def _swelling_of_lower_limb(resource: Any) -> bool:
     """W-05 coded: SNOMED swelling of limb with the lower limb as body site."""
-    return _SWELLING_OF_LIMB in {c.code for c in codings(entry.resource.code)} and any(
-        code == _LOWER_LIMB for _, code in entry.sites)
+    return _SWELLING_OF_LIMB in {c.code for c in codings(resource.code)} and any(
+        _LOWER_LIMB in {c.code for c in codings(s)} for s in body_sites(resource))
 
 
 def paired_calf_measurements(rec: Record) -> list[WellsItem]:
