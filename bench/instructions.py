@@ -69,7 +69,9 @@ def count(app: str, bodies: list[bytes], workdir: Path) -> int:
             try:
                 post(port, bodies[0])
                 break
-            except (urllib.error.URLError, ConnectionError):
+            except urllib.error.HTTPError as exc:
+                raise SystemExit(f"{app} answered {exc.code}: {exc.read()[:1000]!r}") from None
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if master.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"{app} did not start under valgrind; see {workdir / f'{app}.log'}") from None
                 time.sleep(1)
@@ -83,7 +85,11 @@ def count(app: str, bodies: list[bytes], workdir: Path) -> int:
         callgrind(worker, "--dump")
     finally:
         master.terminate()
-        master.wait(timeout=120)
+        try:
+            master.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(master.pid, 9)  # the session started above: gunicorn and its workers only
+            master.wait()
     totals = [int(line.split()[1]) for dump in workdir.glob(f"{app}.callgrind.{worker}.*")
               for line in dump.read_text().splitlines() if line.startswith("totals:")]
     if not totals:

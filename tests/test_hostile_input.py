@@ -159,6 +159,19 @@ def test_a_chunked_body_over_10_mb_is_a_413(app):
     assert outcome["issue"][0]["diagnostics"] == "Body is larger than the 10 MB limit"
 
 
+def test_a_body_shorter_than_its_content_length_is_a_400_even_when_it_is_json(app):
+    # A client that stops sending mid-body must not have the JSON prefix that arrived taken for its request.
+    body = json.dumps(ORDER_SELECT).encode()
+    environ = EnvironBuilder(path=SELECT, method="POST", content_type="application/json",
+                             input_stream=io.BytesIO(body)).get_environ()
+    environ["CONTENT_LENGTH"] = str(len(body) + 10)
+    app_iter, status, _headers = run_wsgi_app(app, environ, buffered=True)
+    outcome = json.loads(b"".join(app_iter))
+    assert status.startswith("400")
+    assert outcome["issue"][0]["diagnostics"] == f"Body ended after {len(body)} of its {len(body) + 10} bytes " \
+        "(Content-Length)"
+
+
 def test_a_chunked_body_under_the_limit_is_answered(app):
     status, answer = _post_chunked(app, SELECT, json.dumps(ORDER_SELECT).encode())
     assert status == 200
