@@ -15,17 +15,14 @@ runs fewer instructions per cycle than a JSON parser), so this ratio is higher t
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
 from pathlib import Path
 
-from bench.charts import TODAY, hook_body
-from bench.server_cpu import APPS, CONFIG, ROOT, free_port, machine, post, server_pids
+from bench.charts import hook_body
+from bench.server_cpu import APPS, gunicorn, machine, post, server_pids
 
 START_SECONDS = 600  # importing the service under valgrind takes ~10 s here; a slow machine, much longer
 
@@ -44,53 +41,22 @@ def callgrind(pid: int, action: str) -> None:
 
 def count(app: str, bodies: list[bytes], workdir: Path) -> int:
     """Instructions the app's only worker executes while it answers the bodies after the first three."""
-    port = free_port()
     out = workdir / f"{app}.callgrind"
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "KNEE_CDS_HOST": "127.0.0.1",
-        "KNEE_CDS_NOW": TODAY.isoformat(),
-        "KNEE_CDS_AUTH": "off",
-        "KNEE_CDS_WORKERS": "1",
-        "KNEE_CDS_TIMEOUT": str(START_SECONDS),
-        "DATABASE_URL": f"sqlite:///{workdir / f'{app}.sqlite3'}",
-    }
     # --trace-children: without it callgrind_control does not find the forked worker
-    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=yes",
-               f"--callgrind-out-file={out}.%p", str(Path(sys.executable).parent / "gunicorn"), "-c", str(CONFIG),
-               APPS[app]]
-    with open(workdir / f"{app}.log", "wb") as log:
-        master = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            try:
-                post(port, bodies[0])
-                break
-            except urllib.error.HTTPError as exc:
-                raise SystemExit(f"{app} answered {exc.code}: {exc.read()[:1000]!r}") from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if master.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"{app} did not start under valgrind; see {workdir / f'{app}.log'}") from None
-                time.sleep(1)
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=yes",
+                f"--callgrind-out-file={out}.%p"]
+    settings = {"KNEE_CDS_WORKERS": "1", "KNEE_CDS_TIMEOUT": str(START_SECONDS)}
+    with gunicorn(app, workdir, bodies[0], prefix=valgrind, settings=settings, start_seconds=START_SECONDS,
+                  stop_seconds=120) as (master, port, _):
         for body in bodies[1:3]:  # warm: the first calls import and build what later calls reuse
             post(port, body)
-        worker = server_pids(master.pid)[-1]
+        worker = server_pids(master)[-1]
         callgrind(worker, "--instr=on")
         for body in bodies[3:]:
             post(port, body)
         callgrind(worker, "--instr=off")
         callgrind(worker, "--dump")
-    finally:
-        master.terminate()
-        try:
-            master.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(master.pid, 9)  # the session started above: gunicorn and its workers only
-            master.wait()
-    totals = [int(line.split()[1]) for dump in workdir.glob(f"{app}.callgrind.{worker}.*")
+    totals = [int(line.split()[1]) for dump in workdir.glob(f"{out.name}.{worker}.*")
               for line in dump.read_text().splitlines() if line.startswith("totals:")]
     if not totals:
         raise SystemExit(f"callgrind wrote no counts for {app}; see {workdir / f'{app}.log'}")

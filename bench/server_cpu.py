@@ -29,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +94,11 @@ def post(port: int, body: bytes) -> dict:
 
 
 @contextmanager
-def gunicorn(app: str, workdir: Path, first_body: bytes) -> Iterator[tuple[int, int, dict]]:
-    """Serve one app with the shared configuration; yields (master pid, port, the answer to the first body)."""
+def gunicorn(app: str, workdir: Path, first_body: bytes, prefix: Sequence[str] = (), settings: Mapping[str, str] = {},
+             start_seconds: float = 60, stop_seconds: float = 15) -> Iterator[tuple[int, int, dict]]:
+    """Serve one app with the shared configuration; yields (master pid, port, the answer to the first body).
+
+    `prefix` runs gunicorn under another program (valgrind), `settings` adds to its environment."""
     port = free_port()
     env = {
         **os.environ,
@@ -104,11 +107,12 @@ def gunicorn(app: str, workdir: Path, first_body: bytes) -> Iterator[tuple[int, 
         "KNEE_CDS_NOW": TODAY.isoformat(),
         "KNEE_CDS_AUTH": "off",
         "DATABASE_URL": f"sqlite:///{workdir / f'{app}.sqlite3'}",
+        **settings,
     }
     log_path = workdir / f"{app}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "-c", str(CONFIG), APPS[app]],
+            [*prefix, str(Path(sys.executable).parent / "gunicorn"), "-c", str(CONFIG), APPS[app]],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -116,14 +120,14 @@ def gunicorn(app: str, workdir: Path, first_body: bytes) -> Iterator[tuple[int, 
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_seconds
         while True:
             try:
                 answer = post(port, first_body)
                 break
             except urllib.error.HTTPError as exc:
                 raise SystemExit(f"{app} answered {exc.code}: {exc.read()[:1000]!r}") from None
-            except (urllib.error.URLError, ConnectionError) as exc:
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"{app} did not answer ({exc}); its log:\n{log_path.read_text()[-3000:]}") from None
                 time.sleep(0.2)
@@ -131,7 +135,7 @@ def gunicorn(app: str, workdir: Path, first_body: bytes) -> Iterator[tuple[int, 
     finally:
         process.terminate()
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=stop_seconds)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)  # the session started above: gunicorn and its workers only
             process.wait()
