@@ -68,7 +68,7 @@ def create_app(
     ``clock`` is the one clock (rules' "today", JWT times, feedback stamps); tests inject both."""
     from flask import Flask
 
-    from . import logs
+    from . import fhir_models, logs
     from .auth import JwtVerifier, load_issuers, make_jwks_pool
     from .card_log import CardLog
     from .cards import CardBuilder, RandomUuids
@@ -94,6 +94,7 @@ def create_app(
     if clock is None:
         clock = (lambda: fixed) if fixed else (lambda: datetime.now(UTC))
     knowledge = load_knowledge(settings.cards_dir, REQUIRED_VALUE_SETS)
+    fhir_models.fast_validators()  # compiled here, before gunicorn forks the workers (preloaded), not on a first call
     if settings.retention_days < 1:
         raise ConfigurationError(f"KNEE_CDS_RETENTION_DAYS must be 1 or more, not {settings.retention_days}")
     retention = timedelta(days=settings.retention_days)

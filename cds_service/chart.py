@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
+from . import fhir_models
 from .errors import KneeCdsError
 from .fhir_dates import clinical_dates, date_of, has_zoneless, with_zones
 from .knowledge import Knowledge
@@ -27,11 +27,7 @@ from .terminology import ICD10CM, PKP_FINDING, SNOMED, TEXT_CAP, Terminology, Te
 
 log = logging.getLogger(__name__)
 
-RULE_RESOURCE_TYPES = (
-    "Patient", "Condition", "Observation", "Procedure", "MedicationRequest", "Encounter", "DiagnosticReport",
-    "ServiceRequest",
-)
-_MODELS = {name: get_fhir_model_class(name) for name in RULE_RESOURCE_TYPES}
+RULE_RESOURCE_TYPES = fhir_models.RULE_RESOURCE_TYPES
 _INPATIENT_CLASSES = {"IMP", "ACUTE", "NONAC"}  # W-03: a stay of 3 days or more
 _SURGICAL_CATEGORY = "387713003"
 _SIDE_QUALIFIERS = {"24028007": "right", "7771000": "left", "51440002": "both"}
@@ -408,10 +404,11 @@ def rejection_reason(exc: Exception) -> str:
 
 
 # The elements the facts and cards read, per type (with the choice types' prefixes), plus each type's
-# required elements and modifierExtension: a decision is validated on what it rests on. The rest (narrative,
+# required elements and modifierExtension: a decision is validated on what it rests on. Not resourceType: the
+# type chose the model. The rest (narrative,
 # identifiers, addresses, dosage, participants, extensions) is never read, and validating a Synthea Patient
 # whole costs a millisecond.
-_COMMON = ("resourceType", "id", "modifierExtension", "status", "code", "bodySite", "note")
+_COMMON = ("id", "modifierExtension", "status", "code", "bodySite", "note")
 _READ_ELEMENTS: dict[str, tuple[str, ...]] = {
     "Patient": ("birthDate", "gender", "deceased", "active"),
     # subject where R4 requires it (1..1); the patient is the hook's, checked on the Patient resource
@@ -425,6 +422,7 @@ _READ_ELEMENTS: dict[str, tuple[str, ...]] = {
     "ServiceRequest": ("subject", "intent", "authoredOn", "reasonCode", "reasonReference", "occurrence", "priority",
                        "doNotPerform"),
 }
+_CHART_TYPES = frozenset(RULE_RESOURCE_TYPES) - {"ServiceRequest"}  # a ServiceRequest is read as a draft order
 _CHOICES = ("onset", "abatement", "effective", "value", "performed", "deceased", "medication", "occurrence")
 _KEPT = {rtype: frozenset(_COMMON + elements) for rtype, elements in _READ_ELEMENTS.items()}
 _KEPT_CHOICES = {rtype: tuple(e for e in _COMMON + elements if e in _CHOICES) for rtype, elements in _READ_ELEMENTS.items()}
@@ -447,23 +445,25 @@ def _read_part(rtype: str, raw: dict[str, Any]) -> dict[str, Any]:
     return part
 
 
-def _without_vendor_meta(raw: dict[str, Any]) -> dict[str, Any]:
-    meta = raw.get("meta")
+def _whole_part(raw: dict[str, Any]) -> dict[str, Any]:
+    """The whole resource but its server's own meta elements (and resourceType: the type chose the model)."""
+    part = {k: v for k, v in raw.items() if k != "resourceType"}
+    meta = part.get("meta")
     if isinstance(meta, dict) and not meta.keys() <= _STANDARD_META:
-        raw = {**raw, "meta": {k: v for k, v in meta.items() if k in _STANDARD_META}}
-    return raw
+        part["meta"] = {k: v for k, v in meta.items() if k in _STANDARD_META}
+    return part
 
 
 def validate(rtype: str, raw: dict[str, Any], zone: tzinfo, whole: bool = False) -> Resource:
     """The R4 model of what the rules read of a raw resource (of all of it when ``whole``: the CLI's check),
     zone-less dateTimes read in the service's zone (G-11)."""
-    part = _without_vendor_meta(raw) if whole else _read_part(rtype, raw)
+    part = _whole_part(raw) if whole else _read_part(rtype, raw)
     try:
-        return _MODELS[rtype].model_validate(part)
+        return fhir_models.validate(rtype, part)
     except ValidationError:
         if not has_zoneless(part):  # rare: look for zone-less dateTimes only when validation fails
             raise
-    return _MODELS[rtype].model_validate(with_zones(part, zone))
+    return fhir_models.validate(rtype, with_zones(part, zone))
 
 
 def _only_outside_windows(candidate: _Candidate, windows: dict[str, int], today: date) -> bool:
@@ -581,7 +581,7 @@ class _Indexing:
             self.collector.rejected.append(Rejected(f"#{position}", "unknown", "not a JSON object"))
             return
         rtype = raw.get("resourceType")
-        if rtype not in _MODELS or rtype == "ServiceRequest":
+        if rtype not in _CHART_TYPES:
             self.not_read += 1
             return
         rid = raw.get("id")

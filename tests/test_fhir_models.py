@@ -1,0 +1,239 @@
+"""The compiled validators of cds_service/fhir_models.py against fhir.resources' own ``model_validate``.
+
+The fast path may refuse more (``model_validate`` then decides), but it must never accept what fhir.resources refuses,
+and where both accept they must build the same model. Checked on real charts (the samples, Synthea, the benchmark's
+chart), on what the chart index validates of them (the read part) and whole, and on those resources changed in one
+to three places the way broken EHR data is.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from bench.charts import hook_body
+from cds_service import chart, fhir_models
+from cds_service.fhir_models import RULE_RESOURCE_TYPES, fast_validators, model_classes
+from fhir_examples.synthea import SYNTHEA_DIR
+
+from .conftest import unavailable
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "fhir_examples"
+
+
+def _resources_of(document: Any) -> list[dict[str, Any]]:
+    if isinstance(document, dict) and document.get("resourceType") == "Bundle":
+        return [e["resource"] for e in document.get("entry", []) if isinstance(e.get("resource"), dict)]
+    if isinstance(document, dict) and "prefetch" in document:  # a hook request
+        return [r for value in document["prefetch"].values() if isinstance(value, dict) for r in _resources_of(value)
+                ] + [value for value in document["prefetch"].values()
+                     if isinstance(value, dict) and value.get("resourceType") in RULE_RESOURCE_TYPES]
+    return []
+
+
+def _corpus() -> list[tuple[str, dict[str, Any]]]:
+    """(type, resource without resourceType): each resource whole and as the chart index validates it."""
+    resources = [r for path in sorted(EXAMPLES.glob("*.json")) if path.name != "manifest.json"
+                 for r in _resources_of(json.loads(path.read_text(encoding="utf-8")))]
+    resources += _resources_of(json.loads(hook_body(100, "fhir-models")))
+    out = []
+    for raw in resources:
+        rtype = raw.get("resourceType")
+        if rtype in RULE_RESOURCE_TYPES:
+            out.append((rtype, chart._whole_part(raw)))
+            out.append((rtype, chart._read_part(rtype, raw)))
+    return out
+
+
+CORPUS = _corpus()
+
+
+def fast_model(rtype: str, data: Any) -> Any:
+    try:
+        return fast_validators()[rtype].validate_python(data)
+    except Exception:  # noqa: BLE001 - as fhir_models.validate: anything but a model is a refusal here
+        return None
+
+
+def fhir_model(rtype: str, data: Any) -> Any:
+    try:
+        return model_classes()[rtype].model_validate(data)
+    except (ValidationError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def assert_agrees(rtype: str, data: Any) -> bool:
+    """True when the fast path accepted; fails when it accepted what fhir.resources refuses, or built another model."""
+    fast = fast_model(rtype, data)
+    if fast is None:
+        return False
+    slow = fhir_model(rtype, data)
+    assert slow is not None, f"the fast path accepted a {rtype} fhir.resources refuses: {json.dumps(data)[:2000]}"
+    assert type(fast) is type(slow)
+    assert fast == slow
+    assert fast.model_dump(exclude_unset=True) == slow.model_dump(exclude_unset=True)  # the same elements set
+    return True
+
+
+def test_every_type_a_rule_reads_is_compiled():
+    # A fhir.resources or fhir_core release that changes the glue would leave a type to model_validate (slower, still
+    # right): this test says so.
+    assert set(fast_validators()) == set(RULE_RESOURCE_TYPES)
+
+
+def test_the_samples_and_the_benchmark_chart_validate_as_fhir_resources_validates_them():
+    assert len(CORPUS) > 500
+    accepted = [assert_agrees(rtype, data) for rtype, data in CORPUS]
+    # every one of them is valid R4: the fast path takes them all (else the service would not be faster on them)
+    assert all(accepted), [json.dumps(CORPUS[i])[:300] for i, ok in enumerate(accepted) if not ok][:3]
+
+
+def test_synthea_charts_validate_as_fhir_resources_validates_them():
+    if not (SYNTHEA_DIR / "Patient.ndjson").is_file():
+        unavailable(f"the Synthea sample is not at {SYNTHEA_DIR} (set KNEE_CDS_SYNTHEA_DIR)")
+    checked = 0
+    for rtype in ("Patient", "Condition", "Encounter", "MedicationRequest", "Procedure"):
+        with (SYNTHEA_DIR / f"{rtype}.ndjson").open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines):
+                if number % 7:  # every seventh: all kinds of them, in a few seconds
+                    continue
+                raw = json.loads(line)
+                assert assert_agrees(rtype, chart._whole_part(raw)), raw.get("id")
+                assert assert_agrees(rtype, chart._read_part(rtype, raw)), raw.get("id")
+                checked += 1
+    assert checked > 500
+
+
+# What broken EHR data looks like where a value belongs.
+_WRONG_VALUES = [
+    None, "", " ", "two words", "trailing ", 0, 1, -1, 2.5, 10**20, True, False, [], {}, [None], [{}], [[]], {"x": 1},
+    "2026-11-20T10:00:00", "2026-11-20T10:00:00Z", "2026-11-20", "2026-13-40", "2026", "20261120", "10:00:00",
+    '{"text": "written as JSON"}', "urn:uuid:1", "http://example.org/x", "ABC-1", "1e3", "0.50", "NaN", "\u0000",
+    {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}, {"reference": "Patient/x"},
+    {"value": 1, "unit": "kg"}, {"start": "2026-11-20"}, {"extension": []}, {"extension": [None]},
+    {"id": "a"}, [{"url": "http://x", "valueString": "y"}], [{"url": "http://x"}], {"fhir_comments": "c"},
+]
+
+
+_CHOICE_VALUES = [("Period", {"start": "2026-11-20"}), ("String", "text"), ("DateTime", "2026-11-20"),
+                  ("Boolean", True), ("Quantity", {"value": 1}), ("Age", {"value": 40}),
+                  ("CodeableConcept", {"text": "x"})]
+
+
+def _places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += _places(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            out += _places(item, (*path, index))
+    return out
+
+
+def _parent(document: Any, path: tuple[Any, ...]) -> Any:
+    for step in path[:-1]:
+        document = document[step]
+    return document
+
+
+@st.composite
+def _broken(draw: st.DrawFn) -> tuple[str, Any]:
+    rtype, original = draw(st.sampled_from(CORPUS))
+    data = copy.deepcopy(original)
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        places = [p for p in _places(data) if p]
+        if not places:
+            break
+        path = draw(st.sampled_from(places))
+        parent, last = _parent(data, path), path[-1]
+        action = draw(st.sampled_from(["replace", "replace", "delete", "null-item", "unknown", "sibling", "extension"]))
+        if action == "replace":
+            parent[last] = copy.deepcopy(draw(st.sampled_from(_WRONG_VALUES)))
+        elif action == "delete":
+            del parent[last]
+        elif action == "null-item" and isinstance(parent[last], list):
+            parent[last].insert(draw(st.integers(min_value=0, max_value=len(parent[last]))), None)
+        elif action == "unknown" and isinstance(parent, dict):
+            parent[draw(st.sampled_from(["unknownElement", "resourceType", "resource_type", "valueFoo"]))] = "x"
+        elif action == "sibling" and isinstance(parent, dict) and isinstance(last, str):
+            # a valid value of another type of the same choice element (effectivePeriod beside effectiveDateTime)
+            stem = last.rstrip("abcdefghijklmnopqrstuvwxyz") or last
+            suffix, value = draw(st.sampled_from(_CHOICE_VALUES))
+            parent[f"{stem}{suffix}"] = copy.deepcopy(value)
+        elif action == "extension" and isinstance(parent, dict) and isinstance(last, str):
+            parent[f"_{last}"] = copy.deepcopy(draw(st.sampled_from(
+                [{}, {"id": "e"}, {"extension": [{"url": "http://x", "valueCode": "y"}]}, []])))
+    return rtype, data
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_broken())
+def test_broken_resources_are_never_accepted_by_the_fast_path_alone(case: tuple[str, Any]):
+    assert_agrees(*case)
+
+
+@pytest.mark.parametrize(("rtype", "data"), [
+    # a null in a list of complex elements: fhir_core's walking check, here the list's item schema
+    ("Condition", {"subject": {"reference": "Patient/p"}, "code": {"coding": [None]}}),
+    ("Condition", {"subject": {"reference": "Patient/p"}, "bodySite": [None]}),
+    ("Observation", {"status": "final", "code": {"text": "x"}, "component": [{"code": {"text": "y"}}, None]}),
+    # two types of one choice element, a required element missing, an unknown one, a zone-less dateTime
+    ("Observation", {"status": "final", "code": {"text": "x"}, "effectiveDateTime": "2026-11-20T10:00:00Z",
+                     "effectivePeriod": {"start": "2026-11-20"}}),
+    ("Condition", {"subject": {"reference": "Patient/p"}, "onsetDateTime": "2026-11-10",
+                   "onsetPeriod": {"start": "2026-11-10"}}),
+    ("Patient", {"deceasedBoolean": False, "deceasedDateTime": "2026-11-10"}),
+    ("Observation", {"code": {"text": "x"}}),
+    ("Encounter", {"class": {"code": "AMB"}}),
+    ("Condition", {"subject": {"reference": "Patient/p"}, "onsetDateTime": "2026-11-20T10:00:00"}),
+    ("Patient", {"gender": "male", "birthDate": "2001-02-30"}),
+    ("Patient", {"gender": "male", "nickname": "x"}),
+    ("Patient", {"gender": "male "}),
+    # a primitive's extension with nothing in it
+    ("Patient", {"gender": "male", "_gender": {}}),
+])
+def test_what_fhir_resources_refuses_the_fast_path_refuses(rtype: str, data: dict[str, Any]):
+    assert fhir_model(rtype, data) is None
+    assert fast_model(rtype, data) is None
+    with pytest.raises(ValidationError):
+        fhir_models.validate(rtype, data)
+
+
+def test_a_list_of_complex_elements_that_could_hold_a_null_is_not_compiled():
+    # fhir_core's walking check is not compiled: it stands on each complex list's items being the element's model
+    # (a null fails it). A release whose schema lets a null item through leaves the type to model_validate.
+    from fhir.resources.R4B.codeableconcept import CodeableConcept
+
+    schema = copy.deepcopy(CodeableConcept.__pydantic_core_schema__)
+    fields = schema["schema"]["schema"]["schema"]["fields"]
+    items = fields["coding"]["schema"]["schema"]["schema"]
+    items["items_schema"] = {"type": "nullable", "schema": items["items_schema"]}
+    with pytest.raises(fhir_models.UnexpectedSchema, match="coding"):
+        fhir_models._Compiler()._node(schema, None)
+
+
+def test_what_only_fhir_resources_accepts_is_still_accepted():
+    # fhir_core's element validator parses an element written as a JSON string; the compiled schema does not, and
+    # fhir_models.validate hands it on, so the service takes what it always took.
+    data = {"subject": {"reference": "Patient/p"}, "code": '{"text": "knee pain"}'}
+    assert fast_model("Condition", data) is None
+    assert fhir_models.validate("Condition", data).code.text == "knee pain"
+
+
+def test_a_compiled_read_part_is_the_model_the_rules_read():
+    raw = {"resourceType": "Observation", "id": "o1", "status": "final",
+           "code": {"coding": [{"system": "http://loinc.org", "code": "39156-5", "display": "BMI"}]},
+           "effectiveDateTime": "2026-11-19T10:20:00-05:00", "valueQuantity": {"value": 30.0, "unit": "kg/m2"},
+           "performer": [{"reference": "Practitioner/x"}]}
+    model = fhir_models.validate("Observation", chart._read_part("Observation", raw))
+    assert type(model).__name__ == "Observation" and type(model.code.coding[0]).__name__ == "Coding"
+    assert str(model.valueQuantity.value) == "30.0" and model.effectiveDateTime.isoformat() == "2026-11-19T10:20:00-05:00"
+    assert model.performer is None  # not read: not validated
