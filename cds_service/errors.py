@@ -15,6 +15,7 @@ The tree (as httpx draws its own)::
     ├── JsonTooDeep               (validation.py) a JSON text nests deeper than the limit; also a ValueError
     ├── Malformed                 (chart.py) a resource element has the wrong JSON type: the resource is left out
     ├── TextNotRead               (terminology.py) the call's text budget is spent: the resource is left out
+    ├── UnexpectedSchema          (fhir_models.py) a model's schema is not the shape compiled: model_validate only
     └── ConfigurationError        settings, trusted issuers or the database are unusable: the service does not start
         └── KnowledgeError          (knowledge.py) card definitions or value sets are missing or break their schema
 

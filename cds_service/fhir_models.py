@@ -35,6 +35,8 @@ from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.utils import is_list_type, is_primitive_type
 from pydantic_core import SchemaError, SchemaValidator, core_schema
 
+from .errors import KneeCdsError
+
 log = logging.getLogger(__name__)
 
 RULE_RESOURCE_TYPES = (
@@ -50,7 +52,7 @@ _ELEMENT_WRAP = ("fhir_core.types", "FhirBase.__get_pydantic_core_schema__.<loca
 _NOT_SCHEMA = ("cls", "metadata", "serialization")  # a node's Python objects and serializers: kept as they are
 
 
-class UnexpectedSchema(Exception):
+class UnexpectedSchema(KneeCdsError):
     """fhir.resources' schema is not the shape this module compiles: that type is validated by model_validate only."""
 
 

@@ -38,6 +38,7 @@ RULES_DVT = "cds_service/rules/dvt.py"
 RULES_RED_FLAGS = "cds_service/rules/red_flags.py"
 RULES_IMAGING = "cds_service/rules/imaging.py"
 CARDS = "cards/cards.toml"
+FHIR_MODELS = "cds_service/fhir_models.py"
 AUTH = "cds_service/auth.py"
 PREFETCH = "cds_service/prefetch.py"
 
@@ -122,4 +123,15 @@ MUTATIONS: tuple[Mutation, ...] = (
       _tests("tests/test_prefetch.py", "cannot_be_completed")),
     M("paged-prefetch-never-completed", PREFETCH, "if next_link(value) and not covered(",
       "if False and not covered(", _tests("tests/test_prefetch.py", "cannot_be_completed or more_pages")),
+    # The compiled R4B validators (fhir_models.py): the after-check kept where a class has required primitives or
+    # choice elements, and a complex list whose items could be null is not compiled.
+    M("compiled-after-check-choices-only", FHIR_MODELS,
+      "if probe.get_required_fields() or probe.get_one_of_many_fields():", "if probe.get_one_of_many_fields():",
+      _tests("tests/test_fhir_models.py", "refuses")),
+    M("compiled-after-check-required-only", FHIR_MODELS,
+      "if probe.get_required_fields() or probe.get_one_of_many_fields():", "if probe.get_required_fields():",
+      _tests("tests/test_fhir_models.py", "refuses")),
+    M("compiled-null-items-unchecked", FHIR_MODELS,
+      'if kind != "list" or schema["items_schema"].get("type") != "definition-ref":', 'if kind != "list":',
+      _tests("tests/test_fhir_models.py", "null")),
 )
