@@ -101,8 +101,16 @@ class _Compiler:
     def _reference(self, cls: type[FHIRAbstractModel]) -> core_schema.DefinitionReferenceSchema:
         name = f"{cls.__module__}.{cls.__qualname__}"
         if name not in self.definitions:
+            before = set(self.definitions)
             self.definitions[name] = {"type": "any"}  # a placeholder while its own elements refer back to it
-            self.definitions[name] = self._node(cls.__pydantic_core_schema__, None)
+            try:
+                self.definitions[name] = self._node(cls.__pydantic_core_schema__, None)
+            except Exception:
+                # Taken back with every definition made meanwhile (they may refer to it): a placeholder left behind
+                # would let a later type that uses this class accept anything there.
+                for added in set(self.definitions) - before:
+                    del self.definitions[added]
+                raise
         return core_schema.definition_reference_schema(name)
 
     def _node(self, node: Any, owner: type[FHIRAbstractModel] | None) -> Any:

@@ -220,6 +220,22 @@ def test_a_list_of_complex_elements_that_could_hold_a_null_is_not_compiled():
         fhir_models._Compiler()._node(schema, None)
 
 
+def test_a_class_that_cannot_be_compiled_leaves_no_trace_for_the_types_compiled_after_it(monkeypatch):
+    # A Period of another shape (here: an __init__ of its own) stops every type that uses it from being compiled,
+    # the first and the later ones alike (a half-compiled Period left behind would let them accept anything there).
+    from fhir.resources.R4B.period import Period
+    from fhir_core.fhirabstractmodel import FHIRAbstractModel
+
+    def own_init(self: Any, /, **data: Any) -> None:
+        FHIRAbstractModel.__init__(self, **data)
+
+    monkeypatch.setattr(Period, "__init__", own_init)
+    compiler = fhir_models._Compiler()
+    for rtype in ("Condition", "Observation"):
+        with pytest.raises(fhir_models.UnexpectedSchema, match="Period"):
+            compiler.validator(model_classes()[rtype])
+
+
 def test_what_only_fhir_resources_accepts_is_still_accepted():
     # fhir_core's element validator parses an element written as a JSON string; the compiled schema does not, and
     # fhir_models.validate hands it on, so the service takes what it always took.
