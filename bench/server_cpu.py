@@ -1,16 +1,17 @@
 """Server benchmark: the service against a bare Flask app, both under gunicorn with `gunicorn.conf.py`.
 
-    .venv/bin/python -m bench.server_cpu [--resources 100] [--seconds 14] [--rounds 7] [--warmup 3] [--connections 2]
+    .venv/bin/python -m bench.server_cpu [--resources 100] [--seconds 14] [--rounds 7] [--warmup 2] [--connections 2]
 
-Both apps are started with the shared configuration (2 workers, preload, gc.freeze before fork; see the file) and
-driven in turn by wrk (Debian package `wrk`) with a different pre-generated hook body on every request: after a
-warm-up of each, `--rounds` rounds in which each app has `--seconds / --rounds` of load alone (the order alternates
-from round to round), so that a slow spell of a shared machine falls on both apps, not on one of them. Reported per
-app: requests per second, p50 (median of the rounds) and p99 (worst round) latency from wrk, and the server CPU
-per request: utime+stime of the gunicorn master and workers (from /proc) before and after each run, over the
-requests served. The ratio bare/service of CPU per request is the share of the service's cost that any Flask
-service pays anyway (HTTP, JSON parse); taken between each app's median round (a slow spell that falls on a few
-rounds of either app is left out), it is held to the target, >= 0.4 at 100 resources, with p99 <= 50 ms.
+Both apps are served with the shared configuration (2 workers, preload, gc.freeze before fork; see the file) and
+driven in turn by wrk (Debian package `wrk`) with a different pre-generated hook body on every request, in `--rounds`
+rounds. Each round starts both apps afresh (how fast a process runs depends on where its memory landed: one start is
+one sample of it), warms each up, then gives each `--seconds / --rounds` of load alone, the order alternating from
+round to round, so that a slow spell of a shared machine falls on both apps, not on one of them. Reported per app:
+requests per second, p50 (median of the rounds) and p99 (worst round) latency from wrk, and the server CPU per
+request: utime+stime of the gunicorn master and workers (from /proc) before and after each run, over the requests
+served. The ratio bare/service of CPU per request is the share of the service's cost that any Flask service pays
+anyway (HTTP, JSON parse); taken between each app's median round (a slow spell or an unlucky start that falls on a
+few rounds of either app is left out), it is held to the target, >= 0.4 at 100 resources, with p99 <= 50 ms.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resources", type=int, default=100, help="resources in each chart (default 100)")
     parser.add_argument("--seconds", type=float, default=14, help="measured wrk time per app, all rounds (default 14)")
     parser.add_argument("--rounds", type=int, default=7, help="rounds the measured time is split into (default 7)")
-    parser.add_argument("--warmup", type=float, default=3, help="unmeasured wrk run before it (default 3)")
+    parser.add_argument("--warmup", type=float, default=2, help="unmeasured wrk run of each start (default 2)")
     parser.add_argument("--connections", type=int, default=2, help="wrk connections (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leaves the CPUs to the server)")
     parser.add_argument("--bodies", type=int, default=500, help="distinct request bodies rotated through (default 500)")
@@ -247,29 +248,34 @@ def main(argv: list[str] | None = None) -> int:
             (body_dir / f"body-{i:04d}.json").write_bytes(hook_body(args.resources, f"r{i:05d}"))
         first_body = hook_body(args.resources, "warm-up")
         size_kb = len(first_body) / 1024
-        with ExitStack() as stack:
-            servers, answers = {}, {}
-            for app in APPS:
-                master, port, answers[app] = stack.enter_context(gunicorn(app, workdir, first_body))
-                servers[app] = Server(app, master, port)
-            for server in servers.values():  # every worker warm
-                wrk(server.port, body_dir, args.bodies, args.warmup, args.connections, args.threads)
-            rounds: list[dict[str, Run]] = []
-            for i in range(args.rounds):
+        answers: dict[str, dict] = {}
+        rounds: list[dict[str, Run]] = []
+        for i in range(args.rounds):
+            # Both apps started afresh each round: how fast a process runs depends on where its memory landed, and
+            # one start is one sample of that (the service measured 2.2 ms per request in one start, 2.8 ms in the
+            # next, each steady within itself).
+            with ExitStack() as stack:
+                servers = {}
+                for app in APPS:
+                    master, port, answers[app] = stack.enter_context(gunicorn(app, workdir, first_body))
+                    servers[app] = Server(app, master, port)
+                for server in servers.values():  # every worker warm: its imports done, its caches filled
+                    wrk(server.port, body_dir, args.bodies, args.warmup, args.connections, args.threads)
                 order = list(servers.values()) if i % 2 == 0 else list(reversed(servers.values()))
                 rounds.append({s.app: measure(s, args, body_dir, args.seconds / args.rounds) for s in order})
-        answer = answers["service"]
         service = combined([r["service"] for r in rounds])
         bare = combined([r["bare"] for r in rounds])
 
-    topics = ", ".join(f"{c['indicator']} {c['source'].get('topic', {}).get('code', '?')}" for c in answer["cards"])
+    topics = ", ".join(f"{c['indicator']} {c['source'].get('topic', {}).get('code', '?')}"
+                       for c in answers["service"]["cards"])
     print(
         f"# chart: {args.resources} resources, {size_kb:.0f} KB per body, {args.bodies} distinct bodies; "
         f"the service answers: {topics or 'no cards'}"
     )
     print(
         f"# gunicorn -c gunicorn.conf.py; wrk -t{args.threads} -c{args.connections}, "
-        f"{args.warmup:g} s warm-up, then {args.rounds} rounds of {args.seconds / args.rounds:g} s per app in turn"
+        f"{args.rounds} rounds, each starting both apps afresh: {args.warmup:g} s warm-up, then "
+        f"{args.seconds / args.rounds:g} s per app in turn"
     )
     print(f"{'app':8} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/req':>18}")
     for run in (service, bare):
