@@ -405,9 +405,8 @@ def rejection_reason(exc: Exception) -> str:
 
 # The elements the facts and cards read, per type (with the choice types' prefixes), plus each type's
 # required elements and modifierExtension: a decision is validated on what it rests on. Not resourceType: the
-# type chose the model. The rest (narrative,
-# identifiers, addresses, dosage, participants, extensions) is never read, and validating a Synthea Patient
-# whole costs a millisecond.
+# type chose the model. The rest (narrative, identifiers, addresses, dosage, participants, extensions) is never
+# read, and validating a Synthea Patient whole costs a millisecond.
 _COMMON = ("id", "modifierExtension", "status", "code", "bodySite", "note")
 _READ_ELEMENTS: dict[str, tuple[str, ...]] = {
     "Patient": ("birthDate", "gender", "deceased", "active"),
