@@ -27,7 +27,6 @@ from .terminology import ICD10CM, PKP_FINDING, SNOMED, TEXT_CAP, Terminology, Te
 
 log = logging.getLogger(__name__)
 
-RULE_RESOURCE_TYPES = fhir_models.RULE_RESOURCE_TYPES
 _INPATIENT_CLASSES = {"IMP", "ACUTE", "NONAC"}  # W-03: a stay of 3 days or more
 _SURGICAL_CATEGORY = "387713003"
 _SIDE_QUALIFIERS = {"24028007": "right", "7771000": "left", "51440002": "both"}
@@ -421,7 +420,7 @@ _READ_ELEMENTS: dict[str, tuple[str, ...]] = {
     "ServiceRequest": ("subject", "intent", "authoredOn", "reasonCode", "reasonReference", "occurrence", "priority",
                        "doNotPerform"),
 }
-_CHART_TYPES = frozenset(RULE_RESOURCE_TYPES) - {"ServiceRequest"}  # a ServiceRequest is read as a draft order
+_CHART_TYPES = frozenset(fhir_models.RULE_RESOURCE_TYPES) - {"ServiceRequest"}  # a ServiceRequest is read as a draft order
 _CHOICES = ("onset", "abatement", "effective", "value", "performed", "deceased", "medication", "occurrence")
 _KEPT = {rtype: frozenset(_COMMON + elements) for rtype, elements in _READ_ELEMENTS.items()}
 _KEPT_CHOICES = {rtype: tuple(e for e in _COMMON + elements if e in _CHOICES) for rtype, elements in _READ_ELEMENTS.items()}

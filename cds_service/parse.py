@@ -11,7 +11,8 @@ from typing import Any
 
 from fhir.resources.R4B.resource import Resource
 
-from .chart import RULE_RESOURCE_TYPES, Rejected, rejection_reason, validate
+from .chart import Rejected, rejection_reason, validate
+from .fhir_models import RULE_RESOURCE_TYPES
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from bench.charts import hook_body
 from cds_service import chart, fhir_models
+from cds_service.fhir_client import bundle_resources
 from cds_service.fhir_models import RULE_RESOURCE_TYPES, fast_validators, model_classes
 from fhir_examples.synthea import SYNTHEA_DIR
 
@@ -28,14 +29,19 @@ from .conftest import unavailable
 EXAMPLES = Path(__file__).resolve().parent.parent / "fhir_examples"
 
 
-def _resources_of(document: Any) -> list[dict[str, Any]]:
-    if isinstance(document, dict) and document.get("resourceType") == "Bundle":
-        return [e["resource"] for e in document.get("entry", []) if isinstance(e.get("resource"), dict)]
-    if isinstance(document, dict) and "prefetch" in document:  # a hook request
-        return [r for value in document["prefetch"].values() if isinstance(value, dict) for r in _resources_of(value)
-                ] + [value for value in document["prefetch"].values()
-                     if isinstance(value, dict) and value.get("resourceType") in RULE_RESOURCE_TYPES]
-    return []
+def _request_resources(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The resources of a hook request's prefetch: its Bundles' and the Patient."""
+    values = [v for v in request["prefetch"].values() if isinstance(v, dict)]
+    return [r for v in values for r in (bundle_resources(v) if v.get("resourceType") == "Bundle" else [v])]
+
+
+def _synthea_resources(every: int) -> list[dict[str, Any]]:
+    """Every ``every``-th resource of each type of the Synthea sample that a rule reads."""
+    out = []
+    for rtype in ("Patient", "Condition", "Encounter", "MedicationRequest", "Procedure"):
+        with (SYNTHEA_DIR / f"{rtype}.ndjson").open(encoding="utf-8") as lines:
+            out += [json.loads(line) for number, line in enumerate(lines) if number % every == 0]
+    return out
 
 
 # Elements the samples seldom carry: a contained resource, narrative, identifiers, dosage with timing, addresses,
@@ -78,12 +84,10 @@ _RICH = [
 def _corpus() -> list[tuple[str, dict[str, Any]]]:
     """(type, resource without resourceType): each resource whole and as the chart index validates it."""
     resources = [r for path in sorted(EXAMPLES.glob("*.json")) if path.name != "manifest.json"
-                 for r in _resources_of(json.loads(path.read_text(encoding="utf-8")))]
-    resources += _resources_of(json.loads(hook_body(100, "fhir-models"))) + _RICH
+                 for r in bundle_resources(json.loads(path.read_text(encoding="utf-8")))]
+    resources += _request_resources(json.loads(hook_body(100, "fhir-models"))) + _RICH
     if (SYNTHEA_DIR / "Patient.ndjson").is_file():  # Synthea's shapes broken too (its own test needs the files)
-        for rtype in ("Patient", "Condition", "Encounter", "MedicationRequest", "Procedure"):
-            with (SYNTHEA_DIR / f"{rtype}.ndjson").open(encoding="utf-8") as lines:
-                resources += [json.loads(line) for number, line in enumerate(lines) if number % 25 == 0]
+        resources += _synthea_resources(every=25)
     out = []
     for raw in resources:
         rtype = raw.get("resourceType")
@@ -142,15 +146,11 @@ def test_synthea_charts_validate_as_fhir_resources_validates_them():
     if not (SYNTHEA_DIR / "Patient.ndjson").is_file():
         unavailable(f"the Synthea sample is not at {SYNTHEA_DIR} (set KNEE_CDS_SYNTHEA_DIR)")
     checked = 0
-    for rtype in ("Patient", "Condition", "Encounter", "MedicationRequest", "Procedure"):
-        with (SYNTHEA_DIR / f"{rtype}.ndjson").open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines):
-                if number % 7:  # every seventh: all kinds of them, in a few seconds
-                    continue
-                raw = json.loads(line)
-                assert assert_agrees(rtype, chart._whole_part(raw)), raw.get("id")
-                assert assert_agrees(rtype, chart._read_part(rtype, raw)), raw.get("id")
-                checked += 1
+    for raw in _synthea_resources(every=7):  # all kinds of them, in a few seconds
+        rtype = raw["resourceType"]
+        assert assert_agrees(rtype, chart._whole_part(raw)), raw.get("id")
+        assert assert_agrees(rtype, chart._read_part(rtype, raw)), raw.get("id")
+        checked += 1
     assert checked > 500
 
 
